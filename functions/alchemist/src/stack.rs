@@ -1,0 +1,225 @@
+//! The embedded stack: the real pipeline of four functions on local defaults.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use alchemist_events::{
+    broker::{Broker, InMemoryBroker},
+    triggers::Routes,
+};
+use alchemist_notify::webhook::WebhookSecret;
+use alchemist_runtime::{
+    blob::{BlobStore, DirBlobStore},
+    config::{Env, Reader},
+    jwt::{DEFAULT_ISSUER, DEFAULT_TTL_SECONDS, JwtKeys},
+    serve::{Readiness, health_routes},
+    sql::SqlStore,
+    store::Store,
+};
+use anyhow::Context;
+use axum::Router;
+
+/// The variable that names the data directory.
+pub const ENV_DATA_DIR: &str = "ALCHEMIST_DATA_DIR";
+
+/// Name of the Trigger that routes uploads to convert.
+const CONVERT_TRIGGER: &str = "convert-on-video-uploaded";
+
+/// Settings of the embedded stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub data_dir: PathBuf,
+    /// Conversions run at once; the convert Trigger's parallelism in this process.
+    pub parallelism: usize,
+    pub convert: alchemist_convert::Config,
+    pub upload: alchemist_upload::Config,
+    /// Lets webhooks reach private and loopback addresses.
+    pub allow_private_webhooks: bool,
+    /// `JWT_SECRET`, when set; otherwise a secret kept in the data directory.
+    pub jwt_secret: Option<String>,
+    /// `WEBHOOK_SECRET`, when set; otherwise a secret kept in the data directory.
+    pub webhook_secret: Option<String>,
+}
+
+impl StackOptions {
+    /// Reads the options from the environment: the data directory from
+    /// `ALCHEMIST_DATA_DIR` (default: the platform's data directory), and the
+    /// functions' own variables.
+    ///
+    /// # Errors
+    ///
+    /// Every invalid variable, listed.
+    pub fn from_env(env: &dyn Env) -> anyhow::Result<StackOptions> {
+        let mut reader = Reader::new(env);
+        let data_dir = match reader.optional(ENV_DATA_DIR) {
+            Some(dir) => PathBuf::from(dir),
+            None => dirs::data_dir()
+                .map(|dir| dir.join("audio-alchemist"))
+                .context("no data directory is known for this platform; set ALCHEMIST_DATA_DIR")?,
+        };
+        let convert = alchemist_convert::Config::read(&mut reader);
+        let upload = alchemist_upload::Config::read(&mut reader);
+        let allow_private_webhooks = reader.flag("WEBHOOK_ALLOW_PRIVATE");
+        let jwt_secret = reader.optional("JWT_SECRET");
+        let webhook_secret = reader.optional("WEBHOOK_SECRET");
+        reader.finish()?;
+        Ok(StackOptions {
+            data_dir,
+            parallelism: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+            convert,
+            upload,
+            allow_private_webhooks,
+            jwt_secret,
+            webhook_secret,
+        })
+    }
+}
+
+/// The four functions wired to SQLite, a blob directory and the in-process broker.
+pub struct Stack {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub broker: InMemoryBroker,
+    pub keys: Arc<JwtKeys>,
+    pub webhook_secret: WebhookSecret,
+    /// The upload function's router, as a client reaches it.
+    pub upload: Router,
+    /// login and upload on one router, with health routes, for `alchemist dev`.
+    pub public: Router,
+    pub data_dir: PathBuf,
+}
+
+impl Stack {
+    /// Opens (and creates) the data directory and starts the functions in it.
+    ///
+    /// # Errors
+    ///
+    /// When the directory, the database or the secrets cannot be created or read.
+    pub async fn open(options: StackOptions) -> anyhow::Result<Stack> {
+        let data_dir = options.data_dir.clone();
+        tokio::fs::create_dir_all(&data_dir)
+            .await
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+
+        let database = data_dir.join("alchemist.db");
+        let url = format!("sqlite://{}?mode=rwc", database.display());
+        let store: Arc<dyn Store> = Arc::new(
+            SqlStore::connect(&url)
+                .await
+                .with_context(|| format!("cannot open the database {}", database.display()))?,
+        );
+        let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::open(data_dir.join("blobs")).await?);
+
+        let jwt_secret = match options.jwt_secret {
+            Some(secret) => secret,
+            None => {
+                kept_secret(&data_dir.join("jwt-secret"), || {
+                    hex::encode(rand::random::<[u8; 32]>())
+                })
+                .await?
+            }
+        };
+        let keys = Arc::new(JwtKeys::new(
+            jwt_secret.as_bytes(),
+            DEFAULT_ISSUER,
+            DEFAULT_ISSUER,
+            DEFAULT_TTL_SECONDS,
+        ));
+        let webhook_text = match options.webhook_secret {
+            Some(secret) => secret,
+            None => {
+                kept_secret(&data_dir.join("webhook-secret"), || {
+                    WebhookSecret::generate().to_text()
+                })
+                .await?
+            }
+        };
+        let webhook_secret = WebhookSecret::parse(&webhook_text).map_err(anyhow::Error::msg)?;
+
+        let overrides = HashMap::from([(CONVERT_TRIGGER.to_owned(), options.parallelism.max(1))]);
+        let broker = InMemoryBroker::new(Routes::embedded(), &overrides);
+        let shared_broker: Arc<dyn Broker> = Arc::new(broker.clone());
+
+        let upload_state = alchemist_upload::AppState {
+            store: store.clone(),
+            blobs: blobs.clone(),
+            broker: shared_broker,
+            keys: keys.clone(),
+            config: Arc::new(options.upload),
+        };
+        let convert_state = alchemist_convert::AppState {
+            store: store.clone(),
+            blobs: blobs.clone(),
+            config: Arc::new(options.convert),
+        };
+        let notify_state = alchemist_notify::AppState {
+            store: store.clone(),
+            config: Arc::new(alchemist_notify::Config {
+                secret: webhook_secret.clone(),
+                allow_private: options.allow_private_webhooks,
+                timeout: std::time::Duration::from_secs(10),
+            }),
+        };
+        let login_state = alchemist_login::AppState {
+            store: store.clone(),
+            keys: keys.clone(),
+            limiter: Arc::new(alchemist_login::limiter::FailureLimiter::new()),
+        };
+
+        // The broker reaches each function by its Knative Service name.
+        broker.subscribe("convert", alchemist_convert::app(convert_state));
+        broker.subscribe("notify", alchemist_notify::app(notify_state));
+        broker.subscribe("upload", alchemist_upload::app(upload_state.clone()));
+
+        let upload = alchemist_upload::app(upload_state.clone());
+        let readiness = Readiness {
+            store: Some(store.clone()),
+            blobs: Some(blobs.clone()),
+        };
+        let public = alchemist_login::routes(login_state)
+            .merge(alchemist_upload::routes(upload_state))
+            .merge(health_routes(readiness));
+
+        Ok(Stack {
+            store,
+            blobs,
+            broker,
+            keys,
+            webhook_secret,
+            upload,
+            public,
+            data_dir,
+        })
+    }
+
+    /// Waits for every event in flight, then stops the broker.
+    pub async fn shutdown(&self) {
+        self.broker.shutdown().await;
+    }
+}
+
+/// Reads a secret kept in `path`, or creates it (readable by the owner only).
+async fn kept_secret(path: &Path, generate: impl FnOnce() -> String) -> anyhow::Result<String> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = generate();
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .await
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, secret.as_bytes()).await?;
+    Ok(secret)
+}

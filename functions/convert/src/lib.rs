@@ -1,0 +1,401 @@
+//! The convert function: on `video.uploaded`, extract the audio to MP3.
+//!
+//! # Layout
+//!
+//! - [`app`] builds the router: `POST /` takes CloudEvents, `/healthz` and
+//!   `/readyz` report health.
+//! - [`media`] runs ffprobe and ffmpeg and decides whether the result is good.
+//! - [`Error`] is the one error type of this crate, mapped to HTTP once.
+//!
+//! A job is claimed with one conditional update before the work starts, so a
+//! redelivered event finds it converting or finished and does nothing twice.
+//! Bad input ends the job `failed` with a reason and answers with a
+//! `conversion.failed` reply; a fault of the service itself releases the
+//! claim and answers 500, so the broker retries and finally dead-letters.
+
+pub mod media;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use alchemist_events::{
+    catalogue::{
+        AudioConverted, ConversionFailed, FailureReason, Payload, VideoUploaded, build_event,
+        parse_payload,
+    },
+    http::{EventReply, IncomingEvent},
+};
+use alchemist_runtime::{
+    blob::{BlobMeta, BlobStore, Bucket},
+    config::{Env, Reader},
+    serve::{Readiness, health_routes},
+    store::{Claim, Completion, Store},
+};
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use cloudevents::AttributesReader;
+use tokio::io::AsyncWriteExt;
+use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::media::{EncodeOptions, Limits, MediaError};
+
+/// The CloudEvent `source` of the events this function emits.
+pub const SOURCE: &str = "/audio-alchemist/convert";
+
+/// Configuration of the convert function.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    /// Where inputs and outputs are written while ffmpeg runs.
+    pub work_dir: PathBuf,
+    /// After this long a job still `converting` counts as abandoned by a dead
+    /// worker and a redelivered event may take it over.
+    pub lease: Duration,
+}
+
+impl Config {
+    /// Reads `CONVERT_TIMEOUT_SECONDS`, `CONVERT_MAX_DURATION_SECONDS`,
+    /// `CONVERT_MAX_OUTPUT_BYTES` and `CONVERT_WORK_DIR`.
+    pub fn read(reader: &mut Reader<'_>) -> Config {
+        let defaults = Limits::default();
+        let timeout = reader.parse_or("CONVERT_TIMEOUT_SECONDS", defaults.timeout.as_secs());
+        if timeout == 0 {
+            reader.problem("CONVERT_TIMEOUT_SECONDS must be at least 1");
+        }
+        let limits = Limits {
+            timeout: Duration::from_secs(timeout),
+            max_duration_seconds: reader.parse_or(
+                "CONVERT_MAX_DURATION_SECONDS",
+                defaults.max_duration_seconds,
+            ),
+            max_output_bytes: reader
+                .parse_or("CONVERT_MAX_OUTPUT_BYTES", defaults.max_output_bytes),
+        };
+        let work_dir = reader
+            .optional("CONVERT_WORK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        Config {
+            lease: lease_for(&limits),
+            limits,
+            work_dir,
+        }
+    }
+
+    /// Reads the configuration from `env` alone.
+    ///
+    /// # Errors
+    ///
+    /// Every invalid variable, listed.
+    pub fn from_env(env: &dyn Env) -> Result<Config, alchemist_runtime::Error> {
+        let mut reader = Reader::new(env);
+        let config = Config::read(&mut reader);
+        reader.finish()?;
+        Ok(config)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Config {
+            lease: lease_for(&limits),
+            limits,
+            work_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// Twice the ffmpeg time limit plus transfer time: a live worker finishes or
+/// fails its job within that.
+fn lease_for(limits: &Limits) -> Duration {
+    limits.timeout * 2 + Duration::from_secs(60)
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub config: Arc<Config>,
+}
+
+/// Errors of the convert function.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The event is of another type or its payload breaks the schema; retrying cannot help.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+
+    /// The job named by the event does not exist.
+    #[error("job {0} not found")]
+    JobNotFound(Uuid),
+
+    /// The database or blob store failed; a retry may succeed.
+    #[error(transparent)]
+    Runtime(#[from] alchemist_runtime::Error),
+
+    /// ffmpeg, ffprobe or the work directory failed; a retry may succeed.
+    #[error("conversion failed: {0}")]
+    Tool(String),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            Error::InvalidEvent(reason) => {
+                (StatusCode::BAD_REQUEST, "invalid_event", reason.clone())
+            }
+            Error::JobNotFound(_) => (StatusCode::BAD_REQUEST, "job_not_found", self.to_string()),
+            Error::Runtime(_) | Error::Tool(_) => {
+                error!(cause = %self, "conversion could not run");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_owned(),
+                )
+            }
+        };
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": code, "message": message })),
+        )
+            .into_response()
+    }
+}
+
+/// The router of the convert function, with `/healthz` and `/readyz`.
+pub fn app(state: AppState) -> Router {
+    let readiness = Readiness {
+        store: Some(state.store.clone()),
+        blobs: Some(state.blobs.clone()),
+    };
+    routes(state).merge(health_routes(readiness))
+}
+
+/// The convert function's own routes, without the health routes, for
+/// serving several functions on one port.
+pub fn routes(state: AppState) -> Router {
+    Router::new().route("/", post(receive)).with_state(state)
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    IncomingEvent(event): IncomingEvent,
+) -> Result<EventReply, Error> {
+    let span = info_span!("convert", ce_id = %event.id(), ce_type = %event.ty(), job_id = tracing::field::Empty);
+    async move {
+        let uploaded: VideoUploaded = match parse_payload(&event) {
+            Ok(payload) => payload,
+            Err(err) => return reject_invalid(&state, &event, err.to_string()).await,
+        };
+        tracing::Span::current().record("job_id", tracing::field::display(uploaded.job_id));
+        handle(&state, uploaded).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Answers an event that cannot be processed; when its data still names a job,
+/// that job fails with a reason instead of waiting forever.
+async fn reject_invalid(
+    state: &AppState,
+    event: &cloudevents::Event,
+    reason: String,
+) -> Result<EventReply, Error> {
+    warn!(cause = %reason, "rejecting an invalid event");
+    if let Some(job_id) = job_id_of(event) {
+        let failed = state
+            .store
+            .fail_job(
+                job_id,
+                FailureReason::DeliveryFailed.as_str(),
+                "The job's event was malformed. Submit the file again.",
+            )
+            .await?;
+        if failed {
+            info!(%job_id, "job failed because its event was malformed");
+        }
+    }
+    Err(Error::InvalidEvent(reason))
+}
+
+/// Reads `job_id` from any event data, for events that fail their schema.
+pub fn job_id_of(event: &cloudevents::Event) -> Option<Uuid> {
+    let value: serde_json::Value = match event.data()? {
+        cloudevents::Data::Json(value) => value.clone(),
+        cloudevents::Data::Binary(bytes) => serde_json::from_slice(bytes).ok()?,
+        cloudevents::Data::String(text) => serde_json::from_str(text).ok()?,
+    };
+    value.get("job_id")?.as_str()?.parse().ok()
+}
+
+async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply, Error> {
+    let job_id = uploaded.job_id;
+    let lease_millis = i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX);
+    match state.store.claim_job(job_id, lease_millis).await {
+        Ok(Claim::Started { attempt }) => info!(attempt, "conversion started"),
+        Ok(Claim::Busy) => {
+            info!("job is being converted by another worker; ignoring the redelivery");
+            return Ok(EventReply::Accepted);
+        }
+        Ok(Claim::Finished(status)) => {
+            info!(
+                status = status.as_str(),
+                "job already finished; ignoring the redelivery"
+            );
+            return Ok(EventReply::Accepted);
+        }
+        Err(alchemist_runtime::Error::NotFound(_)) => return Err(Error::JobNotFound(job_id)),
+        Err(err) => return Err(err.into()),
+    }
+
+    match convert_job(state, &uploaded).await {
+        Ok(reply) => Ok(reply),
+        Err(Outcome::Rejected { reason, detail }) => {
+            info!(reason = reason.as_str(), detail = %detail, "conversion rejected the input");
+            state
+                .store
+                .fail_job(job_id, reason.as_str(), reason.user_message())
+                .await?;
+            let payload = ConversionFailed {
+                job_id,
+                owner_id: uploaded.owner_id.clone(),
+                reason,
+                message: reason.user_message().to_owned(),
+            };
+            Ok(EventReply::Reply(build_event(
+                SOURCE,
+                &job_id.to_string(),
+                &payload,
+            )))
+        }
+        Err(Outcome::Retry(err)) => {
+            // Give the job back so that the broker's retry can claim it again.
+            if let Err(release_err) = state.store.release_job(job_id).await {
+                error!(cause = %release_err, "cannot release the job after a failure");
+            }
+            Err(err)
+        }
+    }
+}
+
+enum Outcome {
+    Rejected {
+        reason: FailureReason,
+        detail: String,
+    },
+    Retry(Error),
+}
+
+impl From<alchemist_runtime::Error> for Outcome {
+    fn from(err: alchemist_runtime::Error) -> Self {
+        Outcome::Retry(err.into())
+    }
+}
+
+async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<EventReply, Outcome> {
+    let job_id = uploaded.job_id;
+    let work = tempfile::Builder::new()
+        .prefix("alchemist-convert-")
+        .tempdir_in(&state.config.work_dir)
+        .map_err(|err| {
+            Outcome::Retry(Error::Tool(format!(
+                "cannot create a work directory: {err}"
+            )))
+        })?;
+    // No extension, so that ffprobe detects the format from the content.
+    let input = work.path().join("input");
+    let output = work.path().join("output.mp3");
+
+    let mut reader = match state
+        .blobs
+        .open(Bucket::Videos, &uploaded.video_id, 0)
+        .await
+    {
+        Ok(reader) => reader,
+        Err(alchemist_runtime::Error::NotFound(_)) => {
+            return Err(Outcome::Rejected {
+                reason: FailureReason::Empty,
+                detail: "the video blob is missing".into(),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let mut file = tokio::fs::File::create(&input).await.map_err(|err| {
+        Outcome::Retry(Error::Tool(format!("cannot write the input file: {err}")))
+    })?;
+    tokio::io::copy(&mut reader, &mut file)
+        .await
+        .map_err(|err| Outcome::Retry(Error::Tool(format!("cannot copy the video: {err}"))))?;
+    file.flush()
+        .await
+        .map_err(|err| Outcome::Retry(Error::Tool(err.to_string())))?;
+    drop(file);
+
+    let options = EncodeOptions {
+        bitrate_kbps: uploaded.bitrate_kbps,
+    };
+    let converted = match media::convert(&input, &output, options, &state.config.limits).await {
+        Ok(converted) => converted,
+        Err(MediaError::Rejected { reason, detail }) => {
+            return Err(Outcome::Rejected { reason, detail });
+        }
+        Err(MediaError::Internal(message)) => return Err(Outcome::Retry(Error::Tool(message))),
+    };
+
+    let meta = BlobMeta {
+        owner_id: uploaded.owner_id.clone(),
+        job_id: job_id.to_string(),
+        content_type: "audio/mpeg".to_owned(),
+    };
+    let mp3 = tokio::fs::File::open(&output)
+        .await
+        .map_err(|err| Outcome::Retry(Error::Tool(format!("cannot read the MP3: {err}"))))?;
+    let stored = state
+        .blobs
+        .put(Bucket::Audio, &meta, Box::pin(mp3), u64::MAX)
+        .await?;
+
+    let completion = Completion {
+        audio_id: stored.id.clone(),
+        audio_size: stored.size,
+        duration_seconds: converted.duration_seconds,
+        warnings: converted.warnings.clone(),
+    };
+    if !state.store.complete_job(job_id, &completion).await? {
+        // Another worker finished first after our lease expired; keep its result.
+        warn!("job was finished by another worker; discarding this MP3");
+        state.blobs.delete(Bucket::Audio, &stored.id).await?;
+        return Ok(EventReply::Accepted);
+    }
+    info!(
+        duration_seconds = converted.duration_seconds,
+        size = stored.size,
+        frames = converted.frames,
+        "conversion done"
+    );
+
+    let payload = AudioConverted {
+        job_id,
+        owner_id: uploaded.owner_id.clone(),
+        audio_id: stored.id,
+        size: stored.size,
+        duration_seconds: converted.duration_seconds,
+        warnings: converted.warnings,
+    };
+    debug_assert_eq!(
+        AudioConverted::TYPE,
+        "dev.audioalchemist.audio.converted.v1"
+    );
+    Ok(EventReply::Reply(build_event(
+        SOURCE,
+        &job_id.to_string(),
+        &payload,
+    )))
+}

@@ -1,0 +1,36 @@
+//! Runtime code shared by the Audio-Alchemist functions.
+//!
+//! # Layout
+//!
+//! - [`config`]: reading environment variables once at start-up, reporting
+//!   every bad value before the function exits.
+//! - [`jwt`]: HS256 tokens: issuing, verifying, and the [`jwt::Authenticated`] extractor.
+//! - [`password`]: argon2id hashing off the async workers.
+//! - [`store`]: the [`store::Store`] trait for users, jobs and deliveries, with
+//!   its SQL implementation in [`sql`] (SQLite and MySQL through sqlx).
+//! - [`blob`]: the [`blob::BlobStore`] trait for videos and MP3s, with the
+//!   directory implementation.
+//! - [`deps`]: connecting the store and blob store a deployment names.
+//! - [`serve`]: binding `$PORT`, health routes and graceful shutdown.
+//! - [`telemetry`]: `tracing` set-up.
+
+pub mod blob;
+pub mod config;
+pub mod deps;
+mod error;
+pub mod jwt;
+pub mod password;
+pub mod serve;
+pub mod sql;
+pub mod store;
+pub mod telemetry;
+
+pub use error::Error;
+
+/// The current time as Unix milliseconds, the unit of every stored timestamp.
+pub fn now_millis() -> i64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}

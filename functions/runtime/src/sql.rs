@@ -1,0 +1,413 @@
+//! The [`Store`] on SQL through sqlx: SQLite embedded, MySQL (or MariaDB) in production.
+//!
+//! One implementation serves both backends through sqlx's `Any` driver, so
+//! both run the same queries. The queries stick to what both dialects share:
+//! `?` placeholders, BIGINT times, no `RETURNING`. Each backend has its own
+//! migrations in `functions/runtime/migrations/`, applied at start-up.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyPoolOptions, AnyRow},
+};
+use uuid::Uuid;
+
+use crate::{
+    Error,
+    jwt::Role,
+    now_millis,
+    store::{Claim, Completion, Job, JobStatus, NewJob, Store, User, WebhookDelivery},
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Which SQL dialect a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+}
+
+impl Backend {
+    /// The backend a `sqlite:` or `mysql:` URL names.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Some(Backend::MySql)
+        } else {
+            None
+        }
+    }
+}
+
+/// The SQL store.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects to `url` and applies the backend's migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL of another database, [`Error::Database`]
+    /// when the connection fails, [`Error::Migration`] when a migration fails.
+    pub async fn connect(url: &str) -> Result<SqlStore, Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            Error::Config("  - DATABASE_URL must start with sqlite: or mysql:".to_owned())
+        })?;
+        let url = match backend {
+            Backend::MySql => url.replacen("mariadb:", "mysql:", 1),
+            Backend::Sqlite => url.to_owned(),
+        };
+
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        options = match backend {
+            // SQLite takes one writer at a time; WAL lets readers run beside it.
+            Backend::Sqlite => options.max_connections(4).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::MySql => options.max_connections(10),
+        };
+        let pool = options.connect(&url).await?;
+
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+const JOB_COLUMNS: &str = "id, owner_id, status, file_name, video_id, video_size, bitrate_kbps, \
+     callback_url, audio_id, audio_size, duration_seconds, warnings, failure_reason, \
+     failure_message, attempts, created_at, updated_at, started_at, finished_at";
+
+fn job_from_row(row: &AnyRow) -> Result<Job, Error> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let warnings: String = row.try_get("warnings")?;
+    Ok(Job {
+        id: Uuid::from_str(&id).map_err(|err| Error::Corrupt(format!("job id {id}: {err}")))?,
+        owner_id: row.try_get("owner_id")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("job {id} has status {status}")))?,
+        file_name: row.try_get("file_name")?,
+        video_id: row.try_get("video_id")?,
+        video_size: to_u64(row.try_get("video_size")?),
+        bitrate_kbps: row
+            .try_get::<Option<i64>, _>("bitrate_kbps")?
+            .map(|kbps| u32::try_from(kbps).unwrap_or(0)),
+        callback_url: row.try_get("callback_url")?,
+        audio_id: row.try_get("audio_id")?,
+        audio_size: row.try_get::<Option<i64>, _>("audio_size")?.map(to_u64),
+        duration_seconds: row.try_get("duration_seconds")?,
+        warnings: warnings
+            .split(',')
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        failure_reason: row.try_get("failure_reason")?,
+        failure_message: row.try_get("failure_message")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn user_from_row(row: &AnyRow) -> Result<User, Error> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("user role {role}")))?,
+    })
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<User, Error> {
+        let id = Uuid::new_v4().to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(User {
+                id,
+                email: email.to_owned(),
+                password_hash: password_hash.to_owned(),
+                role,
+            }),
+            Err(err) if is_unique_violation(&err) => Err(Error::Conflict("a user with this email")),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error> {
+        let row = sqlx::query("SELECT id, email, password_hash, role FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn count_users(&self) -> Result<u64, Error> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(to_u64(count))
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<Job, Error> {
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO jobs (id, owner_id, status, file_name, video_id, video_size, bitrate_kbps, \
+             callback_url, warnings, attempts, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.owner_id)
+        .bind(JobStatus::Queued.as_str())
+        .bind(&job.file_name)
+        .bind(&job.video_id)
+        .bind(to_i64(job.video_size))
+        .bind(job.bitrate_kbps.map(i64::from))
+        .bind(&job.callback_url)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.job(job.id).await?.ok_or(Error::NotFound("job"))
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>, Error> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn jobs(&self, owner_id: Option<&str>, limit: u32) -> Result<Vec<Job>, Error> {
+        let rows = match owner_id {
+            Some(owner) => {
+                sqlx::query(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_id = ? ORDER BY created_at DESC, id LIMIT ?"
+                ))
+                .bind(owner)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?"))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn claim_job(&self, id: Uuid, lease_millis: i64) -> Result<Claim, Error> {
+        let now = now_millis();
+        let claimed = sqlx::query(
+            "UPDATE jobs SET status = 'converting', attempts = attempts + 1, started_at = ?, updated_at = ? \
+             WHERE id = ? AND (status = 'queued' OR (status = 'converting' AND started_at < ?))",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(now - lease_millis)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+
+        let job = self.job(id).await?.ok_or(Error::NotFound("job"))?;
+        if claimed == 1 {
+            return Ok(Claim::Started {
+                attempt: job.attempts,
+            });
+        }
+        if job.status.is_final() {
+            return Ok(Claim::Finished(job.status));
+        }
+        Ok(Claim::Busy)
+    }
+
+    async fn complete_job(&self, id: Uuid, completion: &Completion) -> Result<bool, Error> {
+        let now = now_millis();
+        let updated = sqlx::query(
+            "UPDATE jobs SET status = 'done', audio_id = ?, audio_size = ?, duration_seconds = ?, \
+             warnings = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'converting'",
+        )
+        .bind(&completion.audio_id)
+        .bind(to_i64(completion.audio_size))
+        .bind(completion.duration_seconds)
+        .bind(completion.warnings.join(","))
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn release_job(&self, id: Uuid) -> Result<(), Error> {
+        sqlx::query("UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'converting'")
+            .bind(now_millis())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_job(&self, id: Uuid, reason: &str, message: &str) -> Result<bool, Error> {
+        let now = now_millis();
+        let updated = sqlx::query(
+            "UPDATE jobs SET status = 'failed', failure_reason = ?, failure_message = ?, updated_at = ?, \
+             finished_at = ? WHERE id = ? AND status IN ('queued', 'converting')",
+        )
+        .bind(reason)
+        .bind(message)
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn record_delivery(&self, job_id: Uuid, delivery: &WebhookDelivery) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, job_id, event_id, url, outcome, status_code, error, attempted_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(job_id.to_string())
+        .bind(&delivery.event_id)
+        .bind(&delivery.url)
+        .bind(&delivery.outcome)
+        .bind(delivery.status_code.map(i64::from))
+        .bind(&delivery.error)
+        .bind(delivery.attempted_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, job_id: Uuid) -> Result<Vec<WebhookDelivery>, Error> {
+        let rows = sqlx::query(
+            "SELECT event_id, url, outcome, status_code, error, attempted_at FROM webhook_deliveries \
+             WHERE job_id = ? ORDER BY attempted_at, id",
+        )
+        .bind(job_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WebhookDelivery {
+                    event_id: row.try_get("event_id")?,
+                    url: row.try_get("url")?,
+                    outcome: row.try_get("outcome")?,
+                    status_code: row
+                        .try_get::<Option<i64>, _>("status_code")?
+                        .and_then(|code| u16::try_from(code).ok()),
+                    error: row.try_get("error")?,
+                    attempted_at: row.try_get("attempted_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<bool, Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO processed_events (consumer, source, event_id, processed_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(consumer)
+        .bind(source)
+        .bind(id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(err) if is_unique_violation(&err) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn unmark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<(), Error> {
+        sqlx::query(
+            "DELETE FROM processed_events WHERE consumer = ? AND source = ? AND event_id = ?",
+        )
+        .bind(consumer)
+        .bind(source)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Users, jobs and webhook deliveries, behind the [`Store`] trait.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Error, jwt::Role};
+
+/// A user account.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Converting,
+    Done,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Converting => "converting",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        [
+            JobStatus::Queued,
+            JobStatus::Converting,
+            JobStatus::Done,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
+    /// Whether the job can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Done | JobStatus::Failed)
+    }
+}
+
+/// A conversion job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub owner_id: String,
+    pub status: JobStatus,
+    /// The client's file name, for display only; it never becomes a path.
+    pub file_name: String,
+    pub video_id: String,
+    pub video_size: u64,
+    pub bitrate_kbps: Option<u32>,
+    pub callback_url: Option<String>,
+    pub audio_id: Option<String>,
+    pub audio_size: Option<u64>,
+    pub duration_seconds: Option<f64>,
+    pub warnings: Vec<String>,
+    pub failure_reason: Option<String>,
+    pub failure_message: Option<String>,
+    pub attempts: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// What a new job is made from.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub owner_id: String,
+    pub file_name: String,
+    pub video_id: String,
+    pub video_size: u64,
+    pub bitrate_kbps: Option<u32>,
+    pub callback_url: Option<String>,
+}
+
+/// The outcome of claiming a job for conversion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The job was queued (or its worker's lease expired) and is now converting
+    /// under this caller; `attempt` counts from 1.
+    Started { attempt: u32 },
+    /// Another worker holds a fresh lease on the job.
+    Busy,
+    /// The job already ended; nothing is to be done again.
+    Finished(JobStatus),
+}
+
+/// The result of a finished conversion.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub audio_id: String,
+    pub audio_size: u64,
+    pub duration_seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+/// One attempt to deliver a webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub event_id: String,
+    pub url: String,
+    /// `delivered`, `failed` or `refused` (the URL did not pass the address guard).
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub attempted_at: i64,
+}
+
+/// Persistent state of users, jobs and deliveries.
+///
+/// Every state change of a job is one conditional update, so that concurrent
+/// or repeated deliveries of the same event cannot move a job twice.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Creates a user. [`Error::Conflict`] when the email is taken.
+    async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<User, Error>;
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error>;
+
+    async fn count_users(&self) -> Result<u64, Error>;
+
+    async fn create_job(&self, job: NewJob) -> Result<Job, Error>;
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>, Error>;
+
+    /// Jobs, newest first; only `owner_id`'s when given.
+    async fn jobs(&self, owner_id: Option<&str>, limit: u32) -> Result<Vec<Job>, Error>;
+
+    /// Moves a job to `converting` for a worker. A job already converting is
+    /// taken over only when it started more than `lease_millis` ago, since its
+    /// worker then counts as dead.
+    async fn claim_job(&self, id: Uuid, lease_millis: i64) -> Result<Claim, Error>;
+
+    /// Moves a converting job to `done`. Returns false when the job was not converting.
+    async fn complete_job(&self, id: Uuid, completion: &Completion) -> Result<bool, Error>;
+
+    /// Gives a converting job back to the queue after a failure that a retry
+    /// may cure, so that the redelivered event can claim it at once.
+    async fn release_job(&self, id: Uuid) -> Result<(), Error>;
+
+    /// Moves a job that has not ended to `failed`. Returns false when it had already ended.
+    async fn fail_job(&self, id: Uuid, reason: &str, message: &str) -> Result<bool, Error>;
+
+    async fn record_delivery(&self, job_id: Uuid, delivery: &WebhookDelivery) -> Result<(), Error>;
+
+    async fn deliveries(&self, job_id: Uuid) -> Result<Vec<WebhookDelivery>, Error>;
+
+    /// Records that `consumer` handled the event `source`/`id`. Returns false
+    /// when it was recorded before, so the caller can skip a redelivery.
+    async fn mark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<bool, Error>;
+
+    /// Removes a processed-event record, so that a handler that failed after
+    /// marking can run again on redelivery.
+    async fn unmark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<(), Error>;
+}

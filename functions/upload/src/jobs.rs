@@ -1,0 +1,180 @@
+//! Job status for their owners, and the dead-letter endpoint.
+
+use alchemist_events::{
+    catalogue::FailureReason,
+    http::{EventReply, IncomingEvent},
+};
+use alchemist_runtime::{
+    jwt::{Authenticated, Claims},
+    store::{Job, WebhookDelivery},
+};
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use cloudevents::AttributesReader;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{AppState, Error};
+
+/// A job as its owner sees it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: Uuid,
+    pub status: String,
+    pub file_name: String,
+    pub video_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    pub attempts: u32,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub status_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<WebhookDelivery>,
+}
+
+/// Why a job failed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobError {
+    pub reason: String,
+    pub message: String,
+}
+
+fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl JobView {
+    pub fn new(job: Job, deliveries: Vec<WebhookDelivery>) -> JobView {
+        let status_url = format!("/jobs/{}", job.id);
+        let error = job.failure_reason.map(|reason| JobError {
+            message: job.failure_message.unwrap_or_else(|| {
+                FailureReason::parse(&reason)
+                    .map(FailureReason::user_message)
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+            reason,
+        });
+        JobView {
+            audio_url: job.audio_id.as_ref().map(|_| format!("{status_url}/audio")),
+            id: job.id,
+            status: job.status.as_str().to_owned(),
+            file_name: job.file_name,
+            video_size: job.video_size,
+            bitrate_kbps: job.bitrate_kbps,
+            callback_url: job.callback_url,
+            duration_seconds: job.duration_seconds,
+            audio_size: job.audio_size,
+            warnings: job.warnings,
+            error,
+            attempts: job.attempts,
+            created_at: rfc3339(job.created_at),
+            updated_at: rfc3339(job.updated_at),
+            finished_at: job.finished_at.map(rfc3339),
+            status_url,
+            deliveries,
+        }
+    }
+}
+
+/// Loads a job the caller may see; another user's job is "not found".
+pub(crate) async fn visible_job(state: &AppState, claims: &Claims, id: &str) -> Result<Job, Error> {
+    let id = Uuid::parse_str(id).map_err(|_| Error::JobNotFound)?;
+    let job = state.store.job(id).await?.ok_or(Error::JobNotFound)?;
+    if job.owner_id != claims.sub && !claims.is_admin() {
+        return Err(Error::JobNotFound);
+    }
+    Ok(job)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    limit: Option<u32>,
+}
+
+/// The list answer of `GET /jobs`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Query(params): Query<ListParams>,
+) -> Result<Json<JobList>, Error> {
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let owner = (!claims.is_admin()).then_some(claims.sub.as_str());
+    let jobs = state.store.jobs(owner, limit).await?;
+    Ok(Json(JobList {
+        jobs: jobs
+            .into_iter()
+            .map(|job| JobView::new(job, Vec::new()))
+            .collect(),
+    }))
+}
+
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Error> {
+    let job = visible_job(&state, &claims, &id).await?;
+    let deliveries = state.store.deliveries(job.id).await?;
+    Ok(Json(JobView::new(job, deliveries)))
+}
+
+/// Receives events whose delivery failed after every retry, and fails their job
+/// with a reason, so that no job waits forever for an event that is gone.
+pub(crate) async fn dead_letter(
+    State(state): State<AppState>,
+    IncomingEvent(event): IncomingEvent,
+) -> Result<EventReply, Error> {
+    let cause = match event.extension("knativeerrordata") {
+        Some(value) => value.to_string(),
+        None => "unknown".to_owned(),
+    };
+    let Some(job_id) = job_id_of(&event) else {
+        warn!(ce_id = %event.id(), ce_type = %event.ty(), %cause, "dead-lettered event names no job; dropping it");
+        return Ok(EventReply::Accepted);
+    };
+    let reason = FailureReason::DeliveryFailed;
+    let failed = state
+        .store
+        .fail_job(job_id, reason.as_str(), reason.user_message())
+        .await?;
+    warn!(%job_id, ce_id = %event.id(), ce_type = %event.ty(), %cause, failed, "event dead-lettered");
+    if failed {
+        info!(%job_id, "job failed because its event could not be delivered");
+    }
+    Ok(EventReply::Accepted)
+}
+
+fn job_id_of(event: &cloudevents::Event) -> Option<Uuid> {
+    let value: serde_json::Value = match event.data()? {
+        cloudevents::Data::Json(value) => value.clone(),
+        cloudevents::Data::Binary(bytes) => serde_json::from_slice(bytes).ok()?,
+        cloudevents::Data::String(text) => serde_json::from_str(text).ok()?,
+    };
+    value.get("job_id")?.as_str()?.parse().ok()
+}
