@@ -144,6 +144,9 @@ impl InMemoryBroker {
                 Err(err) => {
                     warn!(attempt, cause = %err, "delivery failed");
                     last_error = err.to_string();
+                    if !is_retryable(&err) {
+                        break;
+                    }
                 }
             }
         }
@@ -179,7 +182,10 @@ impl InMemoryBroker {
             .expect("axum routers are infallible");
         let status = response.status();
         if !status.is_success() {
-            return Err(failed(format!("status {status}")));
+            return Err(Error::Rejected {
+                subscriber: destination.service.clone(),
+                status: status.as_u16(),
+            });
         }
         reply_from_response(response).await
     }
@@ -224,6 +230,17 @@ impl Broker for InMemoryBroker {
             debug!(ce_type = %event_type, ce_id = %event.id(), "no Trigger matches the event");
         }
         Ok(())
+    }
+}
+
+/// Whether Knative Eventing would retry after this failure: network errors
+/// and the statuses its dispatcher treats as transient (5xx, 404, 408, 409,
+/// 429). Any other answer, such as 400 for a malformed event, goes straight
+/// to the dead-letter sink.
+fn is_retryable(err: &Error) -> bool {
+    match err {
+        Error::Rejected { status, .. } => matches!(status, 404 | 408 | 409 | 429 | 500..=599),
+        _ => true,
     }
 }
 

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("delivery to {subscriber} failed: {reason}")]
     Delivery { subscriber: String, reason: String },
 
+    /// A subscriber answered with a status other than 2xx.
+    #[error("{subscriber} answered with status {status}")]
+    Rejected { subscriber: String, status: u16 },
+
     /// The broker cannot accept events (shut down, or its connection is lost).
     #[error("broker unavailable: {0}")]
     Unavailable(String),

@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`app`] builds the router: `POST /` takes CloudEvents, `/healthz` and
-//!   `/readyz` report health.
+//! - [`app`] builds the router: `POST /` takes `video.uploaded` CloudEvents,
+//!   `POST /events/dead-letter` takes every event a Trigger gave up on and
+//!   fails its job, `/healthz` and `/readyz` report health.
 //! - [`media`] runs ffprobe and ffmpeg and decides whether the result is good.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
 //!
@@ -181,7 +182,10 @@ pub fn app(state: AppState) -> Router {
 /// The convert function's own routes, without the health routes, for
 /// serving several functions on one port.
 pub fn routes(state: AppState) -> Router {
-    Router::new().route("/", post(receive)).with_state(state)
+    Router::new()
+        .route("/", post(receive))
+        .route("/events/dead-letter", post(dead_letter))
+        .with_state(state)
 }
 
 async fn receive(
@@ -223,6 +227,29 @@ async fn reject_invalid(
         }
     }
     Err(Error::InvalidEvent(reason))
+}
+
+/// Receives an event whose delivery failed after every retry and fails its
+/// job with a reason, so that no job waits forever for an event that is gone.
+async fn dead_letter(
+    State(state): State<AppState>,
+    IncomingEvent(event): IncomingEvent,
+) -> Result<EventReply, Error> {
+    let cause = event
+        .extension("knativeerrordata")
+        .map(|value| value.to_string())
+        .unwrap_or_default();
+    let Some(job_id) = job_id_of(&event) else {
+        warn!(ce_id = %event.id(), ce_type = %event.ty(), %cause, "dead-lettered event names no job; dropping it");
+        return Ok(EventReply::Accepted);
+    };
+    let reason = FailureReason::DeliveryFailed;
+    let failed = state
+        .store
+        .fail_job(job_id, reason.as_str(), reason.user_message())
+        .await?;
+    warn!(%job_id, ce_id = %event.id(), ce_type = %event.ty(), %cause, job_failed = failed, "event dead-lettered");
+    Ok(EventReply::Accepted)
 }
 
 /// Reads `job_id` from any event data, for events that fail their schema.

@@ -24,6 +24,8 @@ pub mod serve;
 pub mod sql;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::Error;
 

@@ -1,9 +1,6 @@
-//! Job status for their owners, and the dead-letter endpoint.
+//! Job status for their owners.
 
-use alchemist_events::{
-    catalogue::FailureReason,
-    http::{EventReply, IncomingEvent},
-};
+use alchemist_events::catalogue::FailureReason;
 use alchemist_runtime::{
     jwt::{Authenticated, Claims},
     store::{Job, WebhookDelivery},
@@ -12,9 +9,7 @@ use axum::{
     Json,
     extract::{Path, Query, State},
 };
-use cloudevents::AttributesReader;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{AppState, Error};
@@ -142,39 +137,4 @@ pub(crate) async fn get_job(
     let job = visible_job(&state, &claims, &id).await?;
     let deliveries = state.store.deliveries(job.id).await?;
     Ok(Json(JobView::new(job, deliveries)))
-}
-
-/// Receives events whose delivery failed after every retry, and fails their job
-/// with a reason, so that no job waits forever for an event that is gone.
-pub(crate) async fn dead_letter(
-    State(state): State<AppState>,
-    IncomingEvent(event): IncomingEvent,
-) -> Result<EventReply, Error> {
-    let cause = match event.extension("knativeerrordata") {
-        Some(value) => value.to_string(),
-        None => "unknown".to_owned(),
-    };
-    let Some(job_id) = job_id_of(&event) else {
-        warn!(ce_id = %event.id(), ce_type = %event.ty(), %cause, "dead-lettered event names no job; dropping it");
-        return Ok(EventReply::Accepted);
-    };
-    let reason = FailureReason::DeliveryFailed;
-    let failed = state
-        .store
-        .fail_job(job_id, reason.as_str(), reason.user_message())
-        .await?;
-    warn!(%job_id, ce_id = %event.id(), ce_type = %event.ty(), %cause, failed, "event dead-lettered");
-    if failed {
-        info!(%job_id, "job failed because its event could not be delivered");
-    }
-    Ok(EventReply::Accepted)
-}
-
-fn job_id_of(event: &cloudevents::Event) -> Option<Uuid> {
-    let value: serde_json::Value = match event.data()? {
-        cloudevents::Data::Json(value) => value.clone(),
-        cloudevents::Data::Binary(bytes) => serde_json::from_slice(bytes).ok()?,
-        cloudevents::Data::String(text) => serde_json::from_str(text).ok()?,
-    };
-    value.get("job_id")?.as_str()?.parse().ok()
 }

@@ -3,8 +3,7 @@
 //! # Layout
 //!
 //! - [`app`] builds the router: `POST /uploads`, `GET /jobs`,
-//!   `GET /jobs/{id}`, `GET /jobs/{id}/audio`, and `POST /events/dead-letter`
-//!   for events that could not be delivered.
+//!   `GET /jobs/{id}` and `GET /jobs/{id}/audio`.
 //! - [`ingest`] streams a request body (raw or multipart) into the blob store.
 //! - [`download`] serves an MP3 with Range support.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
@@ -101,6 +100,5 @@ pub fn routes(state: AppState) -> Router {
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/audio", get(download::get_audio))
-        .route("/events/dead-letter", post(jobs::dead_letter))
         .with_state(state)
 }

@@ -1,0 +1,202 @@
+//! The whole pipeline end to end over HTTP: login, upload, the in-process
+//! broker, convert, notify's signed webhook, status and download.
+
+mod common;
+
+use std::time::Duration;
+
+use alchemist_runtime::{jwt::Role, testing};
+use serde_json::Value;
+
+async fn login(client: &reqwest::Client, base_url: &str, email: &str, password: &str) -> String {
+    let response = client
+        .post(format!("{base_url}/login"))
+        .basic_auth(email, Some(password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn wait_until_final(client: &reqwest::Client, url: &str, token: &str) -> Value {
+    for _ in 0..600 {
+        let job: Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "done" || job["status"] == "failed" {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job at {url} did not finish within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_converts_and_notifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::serve_stack(common::options(dir.path())).await;
+    let receiver = common::start_receiver().await;
+    testing::add_user(
+        served.stack.store.as_ref(),
+        "ana@example.com",
+        "correct horse",
+        Role::User,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let token = login(
+        &client,
+        &served.base_url,
+        "ana@example.com",
+        "correct horse",
+    )
+    .await;
+    let video = testing::video_with_audio(dir.path(), "holiday.mp4", 3);
+
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(std::fs::read(&video).unwrap())
+                .file_name("holiday.mp4"),
+        )
+        .text("callback_url", receiver.url.clone());
+    let response = client
+        .post(format!("{}/uploads", served.base_url))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let status_url = format!(
+        "{}{}",
+        served.base_url,
+        accepted["status_url"].as_str().unwrap()
+    );
+
+    let job = wait_until_final(&client, &status_url, &token).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let audio = client
+        .get(format!("{status_url}/audio"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audio.status(), 200);
+    let mp3 = dir.path().join("holiday.mp3");
+    std::fs::write(&mp3, audio.bytes().await.unwrap()).unwrap();
+    assert!((testing::probe_duration(&mp3) - 3.0).abs() < 0.15);
+
+    let webhooks = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(webhooks.len(), 1);
+    let webhook = &webhooks[0];
+    let id = webhook.headers["webhook-id"].to_str().unwrap();
+    let timestamp = webhook.headers["webhook-timestamp"].to_str().unwrap();
+    assert_eq!(
+        webhook.headers["webhook-signature"].to_str().unwrap(),
+        common::expected_signature(common::WEBHOOK_SECRET, id, timestamp, &webhook.body)
+    );
+    let notification: Value = serde_json::from_slice(&webhook.body).unwrap();
+    assert_eq!(notification["type"], "job.done");
+    assert_eq!(notification["data"]["job_id"], accepted["job_id"]);
+
+    // The delivery is recorded on the job.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let job: Value = client
+        .get(&status_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["deliveries"][0]["outcome"], "delivered", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_job_reports_reason_and_notifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::serve_stack(common::options(dir.path())).await;
+    let receiver = common::start_receiver().await;
+    testing::add_user(
+        served.stack.store.as_ref(),
+        "ana@example.com",
+        "correct horse",
+        Role::User,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let token = login(
+        &client,
+        &served.base_url,
+        "ana@example.com",
+        "correct horse",
+    )
+    .await;
+    let video = testing::video_without_audio(dir.path(), "mute.mp4");
+
+    let response = client
+        .post(format!("{}/uploads", served.base_url))
+        .query(&[("callback_url", receiver.url.as_str())])
+        .bearer_auth(&token)
+        .header("x-file-name", "mute.mp4")
+        .body(std::fs::read(&video).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let status_url = format!(
+        "{}{}",
+        served.base_url,
+        accepted["status_url"].as_str().unwrap()
+    );
+
+    let job = wait_until_final(&client, &status_url, &token).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["reason"], "no_audio");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no audio"),
+        "{job}"
+    );
+    let audio = client
+        .get(format!("{status_url}/audio"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audio.status(), 409);
+
+    let webhooks = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let notification: Value = serde_json::from_slice(&webhooks[0].body).unwrap();
+    assert_eq!(notification["type"], "job.failed");
+    assert_eq!(notification["data"]["reason"], "no_audio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_routes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::serve_stack(common::options(dir.path())).await;
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let response = client
+            .get(format!("{}{path}", served.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+}

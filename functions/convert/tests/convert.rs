@@ -1,0 +1,354 @@
+//! HTTP tests of the convert function: CloudEvents in, reply events out, on
+//! a temporary store with media made by ffmpeg.
+
+use std::{path::Path, sync::Arc};
+
+use alchemist_convert::{AppState, Config, app};
+use alchemist_events::{
+    catalogue::{
+        AudioConverted, ConversionFailed, FailureReason, Payload, VideoUploaded, build_event,
+        parse_payload,
+    },
+    http::{reply_from_response, to_request},
+};
+use alchemist_runtime::{
+    blob::{BlobMeta, Bucket},
+    jwt::Role,
+    store::{JobStatus, NewJob},
+    testing::{self, TempDeps},
+};
+use axum::{Router, body::Body, http::StatusCode};
+use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+struct Fixture {
+    deps: TempDeps,
+    router: Router,
+    owner: String,
+}
+
+async fn fixture() -> Fixture {
+    let deps = testing::temp_deps().await;
+    let owner = testing::add_user(
+        deps.store.as_ref(),
+        "owner@example.com",
+        "password123",
+        Role::User,
+    )
+    .await
+    .id;
+    let config = Config {
+        work_dir: deps.dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let router = app(AppState {
+        store: deps.store.clone(),
+        blobs: deps.blobs.clone(),
+        config: Arc::new(config),
+    });
+    Fixture {
+        deps,
+        router,
+        owner,
+    }
+}
+
+impl Fixture {
+    /// Stores `file` as a video and creates its queued job.
+    async fn queue(&self, file: &Path, bitrate_kbps: Option<u32>) -> VideoUploaded {
+        let job_id = Uuid::new_v4();
+        let meta = BlobMeta {
+            owner_id: self.owner.clone(),
+            job_id: job_id.to_string(),
+            content_type: "video/mp4".into(),
+        };
+        let reader = tokio::fs::File::open(file).await.unwrap();
+        let blob = self
+            .deps
+            .blobs
+            .put(Bucket::Videos, &meta, Box::pin(reader), u64::MAX)
+            .await
+            .unwrap();
+        self.deps
+            .store
+            .create_job(NewJob {
+                id: job_id,
+                owner_id: self.owner.clone(),
+                file_name: "input".into(),
+                video_id: blob.id.clone(),
+                video_size: blob.size,
+                bitrate_kbps,
+                callback_url: None,
+            })
+            .await
+            .unwrap();
+        VideoUploaded {
+            job_id,
+            owner_id: self.owner.clone(),
+            video_id: blob.id,
+            size: blob.size,
+            bitrate_kbps,
+        }
+    }
+
+    async fn deliver(&self, event: cloudevents::Event) -> (StatusCode, Option<cloudevents::Event>) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(to_request(event, "/").unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, reply_from_response(response).await.unwrap())
+    }
+
+    fn audio_blob_count(&self) -> usize {
+        std::fs::read_dir(self.deps.dir.path().join("blobs/audio"))
+            .unwrap()
+            .filter(|entry| {
+                !entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json")
+            })
+            .count()
+    }
+
+    async fn write_audio(&self, audio_id: &str) -> std::path::PathBuf {
+        let path = self.deps.dir.path().join(format!("{audio_id}.mp3"));
+        let mut reader = self
+            .deps
+            .blobs
+            .open(Bucket::Audio, audio_id, 0)
+            .await
+            .unwrap();
+        let mut file = tokio::fs::File::create(&path).await.unwrap();
+        tokio::io::copy(&mut reader, &mut file).await.unwrap();
+        path
+    }
+}
+
+fn uploaded_event(payload: &VideoUploaded) -> cloudevents::Event {
+    build_event("/test", &payload.job_id.to_string(), payload)
+}
+
+#[tokio::test]
+async fn video_converts_to_mp3_reply() {
+    let fx = fixture().await;
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 3);
+    let payload = fx.queue(&input, None).await;
+
+    let (status, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    assert_eq!(status, StatusCode::OK);
+    let reply = reply.expect("a reply event");
+    assert_eq!(reply.ty(), AudioConverted::TYPE);
+    let converted: AudioConverted = parse_payload(&reply).unwrap();
+    assert_eq!(converted.job_id, payload.job_id);
+    assert!(
+        (converted.duration_seconds - 3.0).abs() < 0.15,
+        "{}",
+        converted.duration_seconds
+    );
+    let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Done);
+    assert_eq!(job.attempts, 1);
+    let mp3 = fx.write_audio(&converted.audio_id).await;
+    assert_eq!(testing::probe_field(&mp3, "stream=codec_name"), "mp3");
+    assert_eq!(testing::probe_field(&mp3, "stream=sample_rate"), "44100");
+    assert!(
+        std::fs::read_dir(fx.deps.dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("alchemist-convert-")),
+        "work directory left behind"
+    );
+}
+
+#[tokio::test]
+async fn requested_bitrate_is_used() {
+    let fx = fixture().await;
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 2);
+    let payload = fx.queue(&input, Some(96)).await;
+
+    let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    let converted: AudioConverted = parse_payload(&reply.unwrap()).unwrap();
+    let mp3 = fx.write_audio(&converted.audio_id).await;
+    assert_eq!(testing::probe_field(&mp3, "stream=bit_rate"), "96000");
+}
+
+#[tokio::test]
+async fn redelivery_converts_once() {
+    let fx = fixture().await;
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 1);
+    let payload = fx.queue(&input, None).await;
+    let event = uploaded_event(&payload);
+
+    let (_, first) = fx.deliver(event.clone()).await;
+    let (status, second) = fx.deliver(event).await;
+
+    assert!(first.is_some());
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(
+        second.is_none(),
+        "a redelivery must not complete the job twice"
+    );
+    assert_eq!(fx.audio_blob_count(), 1);
+    assert_eq!(
+        fx.deps
+            .store
+            .job(payload.job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
+}
+
+#[tokio::test]
+async fn no_audio_fails_with_reason() {
+    let fx = fixture().await;
+    let input = testing::video_without_audio(fx.deps.dir.path(), "silent.mp4");
+    let payload = fx.queue(&input, None).await;
+
+    let (status, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    assert_eq!(status, StatusCode::OK);
+    let failed: ConversionFailed = parse_payload(&reply.unwrap()).unwrap();
+    assert_eq!(failed.reason, FailureReason::NoAudio);
+    let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("no_audio"));
+    assert_eq!(fx.audio_blob_count(), 0);
+}
+
+#[tokio::test]
+async fn text_and_truncated_files_fail_with_reasons() {
+    let fx = fixture().await;
+    let dir = fx.deps.dir.path();
+    let text = dir.join("notes.mp4");
+    std::fs::write(&text, "this is a text file, not a video\n").unwrap();
+    let whole = testing::video_with_audio(dir, "whole.mp4", 4);
+    let bytes = std::fs::read(&whole).unwrap();
+    // Cut before the moov atom, which ffmpeg writes at the end by default.
+    let truncated = dir.join("cut.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let playlist = dir.join("list.mp4");
+    std::fs::write(
+        &playlist,
+        format!("#EXTM3U\n#EXTINF:1,\n{}\n", whole.display()),
+    )
+    .unwrap();
+
+    for (file, reason) in [
+        (&text, "unreadable"),
+        (&truncated, "truncated"),
+        (&playlist, "unsupported_format"),
+    ] {
+        let payload = fx.queue(file, None).await;
+        let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+        let failed: ConversionFailed = parse_payload(&reply.expect("a reply event")).unwrap();
+        assert_eq!(failed.reason.as_str(), reason, "{}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn event_without_attributes_is_400() {
+    let fx = fixture().await;
+    let request = axum::http::Request::post("/")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "/test")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+
+    let response = fx.router.clone().oneshot(request).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn payload_breaking_schema_fails_job() {
+    let fx = fixture().await;
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 1);
+    let payload = fx.queue(&input, None).await;
+    let mut data = serde_json::to_value(&payload).unwrap();
+    data["bitrate_kbps"] = serde_json::json!(100);
+    let event = EventBuilderV10::new()
+        .id("bad-1")
+        .source("/test")
+        .ty(VideoUploaded::TYPE)
+        .data("application/json", data)
+        .build()
+        .unwrap();
+
+    let (status, reply) = fx.deliver(event).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reply.is_none());
+    let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("delivery_failed"));
+}
+
+#[tokio::test]
+async fn dead_letter_fails_the_job() {
+    let fx = fixture().await;
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 1);
+    let payload = fx.queue(&input, None).await;
+    let event = alchemist_events::broker::with_error_extensions(
+        uploaded_event(&payload),
+        "convert",
+        "status 503",
+    );
+
+    let response = fx
+        .router
+        .clone()
+        .oneshot(to_request(event, "/events/dead-letter").unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
+    let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("delivery_failed"));
+}
+
+#[tokio::test]
+async fn readiness_checks_dependencies() {
+    let fx = fixture().await;
+    let response = fx
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    std::fs::remove_dir_all(fx.deps.dir.path().join("blobs")).unwrap();
+    let response = fx
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/readyz")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
