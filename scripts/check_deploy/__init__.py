@@ -1,0 +1,1 @@
+"""Static checks of the Audio-Alchemist deployment files (see scripts/check-deploy)."""
