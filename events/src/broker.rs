@@ -155,7 +155,7 @@ impl InMemoryBroker {
             error!(cause = %last_error, "delivery failed after every retry and the Trigger has no dead-letter sink; the event is dropped");
             return;
         };
-        let dead_letter = with_error_extensions(event, &sink.service, &last_error);
+        let dead_letter = with_error_extensions(event, &trigger.subscriber.service, &last_error);
         match self.deliver(sink, dead_letter).await {
             Ok(_) => info!(sink = %sink.service, "event sent to the dead-letter sink"),
             Err(err) => error!(cause = %err, "dead-letter delivery failed; the event is dropped"),
@@ -191,23 +191,15 @@ impl InMemoryBroker {
     }
 
     fn publish_reply(&self, reply: Event) {
-        let broker = self.clone();
-        self.inner.tasks.spawn(async move {
-            if let Err(err) = broker.publish(reply).await {
-                error!(cause = %err, "publishing a reply event failed");
-            }
-        });
+        // Routed without the shut-down check: a reply of a delivery that was
+        // in flight at shutdown is part of the work shutdown() waits for.
+        self.route(reply);
     }
 }
 
-#[async_trait]
-impl Broker for InMemoryBroker {
-    async fn publish(&self, event: Event) -> Result<(), Error> {
-        if self.inner.tasks.is_closed() {
-            return Err(Error::Unavailable(
-                "the in-process broker is shut down".to_owned(),
-            ));
-        }
+impl InMemoryBroker {
+    /// Starts one delivery per Trigger that matches `event`.
+    fn route(&self, event: Event) {
         let event_type = event.ty().to_owned();
         let mut matched = false;
         for (index, route) in self.inner.routes.iter().enumerate() {
@@ -229,6 +221,18 @@ impl Broker for InMemoryBroker {
         if !matched {
             debug!(ce_type = %event_type, ce_id = %event.id(), "no Trigger matches the event");
         }
+    }
+}
+
+#[async_trait]
+impl Broker for InMemoryBroker {
+    async fn publish(&self, event: Event) -> Result<(), Error> {
+        if self.inner.tasks.is_closed() {
+            return Err(Error::Unavailable(
+                "the in-process broker is shut down".to_owned(),
+            ));
+        }
+        self.route(event);
         Ok(())
     }
 }

@@ -100,7 +100,7 @@ impl Payload for AudioConverted {
         if self.size == 0 {
             return Err("size is 0".to_owned());
         }
-        if !(self.duration_seconds > 0.0) {
+        if self.duration_seconds.is_nan() || self.duration_seconds <= 0.0 {
             return Err("duration_seconds is not positive".to_owned());
         }
         if let Some(warning) = self.warnings.iter().find(|w| w.as_str() != "truncated") {

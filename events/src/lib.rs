@@ -10,6 +10,8 @@
 //! - [`http_broker`]: publishing to an HTTP sink such as `K_SINK`.
 //! - [`broker`]: the [`Broker`](broker::Broker) trait and the in-process broker
 //!   that follows those routes.
+//! - [`rabbitmq`]: the RabbitMQ broker and its per-Trigger dispatchers, which
+//!   follow the same routes through RabbitMQ exchanges and queues.
 //!
 //! Events carry ids, never media bytes: the payloads name a job, its owner and
 //! the blob ids that hold the video and the audio.
@@ -19,6 +21,7 @@ pub mod catalogue;
 mod error;
 pub mod http;
 pub mod http_broker;
+pub mod rabbitmq;
 pub mod triggers;
 
 pub use error::Error;

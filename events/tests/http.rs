@@ -138,7 +138,7 @@ async fn malformed_structured_body_is_rejected() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
-/// A binary-mode request whose body is `size` bytes of JSON.
+/// Builds a binary-mode request whose body is `size` bytes of JSON.
 fn request_with_body_size(size: usize) -> Request<Body> {
     let mut request = to_request(sample_event(), "/").unwrap();
     // A JSON string of `size` bytes: two quotes around `size - 2` letters.

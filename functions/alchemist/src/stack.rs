@@ -92,6 +92,8 @@ pub struct Stack {
     /// login and upload on one router, with health routes, for `alchemist dev`.
     pub public: Router,
     pub data_dir: PathBuf,
+    relay: tokio_util::sync::CancellationToken,
+    relay_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Stack {
@@ -152,6 +154,7 @@ impl Stack {
             keys: keys.clone(),
             config: Arc::new(options.upload),
         };
+        let convert_lease = options.convert.lease;
         let convert_state = alchemist_convert::AppState {
             store: store.clone(),
             blobs: blobs.clone(),
@@ -174,7 +177,6 @@ impl Stack {
         // The broker reaches each function by its Knative Service name.
         broker.subscribe("convert", alchemist_convert::app(convert_state));
         broker.subscribe("notify", alchemist_notify::app(notify_state));
-        broker.subscribe("upload", alchemist_upload::app(upload_state.clone()));
 
         let upload = alchemist_upload::app(upload_state.clone());
         let readiness = Readiness {
@@ -185,6 +187,18 @@ impl Stack {
             .merge(alchemist_upload::routes(upload_state))
             .merge(health_routes(readiness));
 
+        let relay = tokio_util::sync::CancellationToken::new();
+        let relay_config = alchemist_upload::outbox::RelayConfig {
+            interval: std::time::Duration::from_secs(1),
+            lease: convert_lease,
+        };
+        let relay_task = tokio::spawn(alchemist_upload::outbox::run_relay(
+            store.clone(),
+            Arc::new(broker.clone()),
+            relay_config,
+            relay.clone().cancelled_owned(),
+        ));
+
         Ok(Stack {
             store,
             blobs,
@@ -194,11 +208,17 @@ impl Stack {
             upload,
             public,
             data_dir,
+            relay,
+            relay_task: tokio::sync::Mutex::new(Some(relay_task)),
         })
     }
 
-    /// Waits for every event in flight, then stops the broker.
+    /// Stops the outbox relay, then waits for every event in flight and stops the broker.
     pub async fn shutdown(&self) {
+        self.relay.cancel();
+        if let Some(task) = self.relay_task.lock().await.take() {
+            let _ = task.await;
+        }
         self.broker.shutdown().await;
     }
 }

@@ -54,14 +54,14 @@ pub struct Config {
     pub limits: Limits,
     /// Where inputs and outputs are written while ffmpeg runs.
     pub work_dir: PathBuf,
-    /// After this long a job still `converting` counts as abandoned by a dead
-    /// worker and a redelivered event may take it over.
+    /// A converting job without a heartbeat for this long counts as abandoned
+    /// by a dead worker; heartbeats go out at a quarter of it.
     pub lease: Duration,
 }
 
 impl Config {
     /// Reads `CONVERT_TIMEOUT_SECONDS`, `CONVERT_MAX_DURATION_SECONDS`,
-    /// `CONVERT_MAX_OUTPUT_BYTES` and `CONVERT_WORK_DIR`.
+    /// `CONVERT_MAX_OUTPUT_BYTES`, `CONVERT_WORK_DIR` and `JOB_LEASE_SECONDS`.
     pub fn read(reader: &mut Reader<'_>) -> Config {
         let defaults = Limits::default();
         let timeout = reader.parse_or("CONVERT_TIMEOUT_SECONDS", defaults.timeout.as_secs());
@@ -82,7 +82,7 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
         Config {
-            lease: lease_for(&limits),
+            lease: alchemist_runtime::config::job_lease(reader),
             limits,
             work_dir,
         }
@@ -103,20 +103,16 @@ impl Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let limits = Limits::default();
         Config {
-            lease: lease_for(&limits),
-            limits,
+            lease: DEFAULT_LEASE,
+            limits: Limits::default(),
             work_dir: std::env::temp_dir(),
         }
     }
 }
 
-/// Twice the ffmpeg time limit plus transfer time: a live worker finishes or
-/// fails its job within that.
-fn lease_for(limits: &Limits) -> Duration {
-    limits.timeout * 2 + Duration::from_secs(60)
-}
+/// The default of `JOB_LEASE_SECONDS`.
+const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -282,7 +278,26 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
         Err(err) => return Err(err.into()),
     }
 
-    match convert_job(state, &uploaded).await {
+    // Heartbeats tell upload's relay that this worker is alive; a worker that
+    // dies stops sending them and its job is requeued after the lease.
+    let heartbeat = {
+        let store = state.store.clone();
+        let every = (state.config.lease / 4).max(Duration::from_millis(250));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if let Err(err) = store.heartbeat(job_id).await {
+                    warn!(cause = %err, "cannot record a heartbeat");
+                }
+            }
+        })
+    };
+    let outcome = convert_job(state, &uploaded).await;
+    heartbeat.abort();
+
+    match outcome {
         Ok(reply) => Ok(reply),
         Err(Outcome::Rejected { reason, detail }) => {
             info!(reason = reason.as_str(), detail = %detail, "conversion rejected the input");

@@ -533,7 +533,7 @@ async fn encode(
 /// (those are MPEG-2 and 2.5 rates), so the output is 44.1 kHz for rates of
 /// the 11.025 kHz family and 48 kHz for the others.
 pub fn output_sample_rate(input_rate: u32) -> u32 {
-    if input_rate % 11_025 == 0 {
+    if input_rate.is_multiple_of(11_025) {
         44_100
     } else {
         48_000

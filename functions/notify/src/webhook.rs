@@ -79,10 +79,10 @@ fn rand_bytes() -> Vec<u8> {
     use std::io::Read;
     let mut key = vec![0u8; 32];
     // /dev/urandom is the kernel's CSPRNG; hmac's key needs no more.
-    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
-        if file.read_exact(&mut key).is_ok() {
-            return key;
-        }
+    if let Ok(mut file) = std::fs::File::open("/dev/urandom")
+        && file.read_exact(&mut key).is_ok()
+    {
+        return key;
     }
     uuid::Uuid::new_v4()
         .as_bytes()

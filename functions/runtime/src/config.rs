@@ -126,6 +126,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// How long a converting job may go without a heartbeat before its worker
+/// counts as dead, read from `JOB_LEASE_SECONDS` (default 60). convert sends
+/// heartbeats at a quarter of it; upload's relay requeues jobs past it. Both
+/// must read the same value.
+pub fn job_lease(reader: &mut Reader<'_>) -> std::time::Duration {
+    let seconds: u64 = reader.parse_or("JOB_LEASE_SECONDS", 60);
+    if seconds < 4 {
+        reader.problem(format!(
+            "JOB_LEASE_SECONDS={seconds} is not valid: use at least 4"
+        ));
+    }
+    std::time::Duration::from_secs(seconds.max(4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

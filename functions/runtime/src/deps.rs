@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use mongodb::options::ConnectionString;
+
 use crate::{
     Error,
     blob::{BlobStore, DirBlobStore},
     config::{Env, Reader},
+    gridfs::GridFsBlobStore,
     sql::SqlStore,
     store::Store,
 };
@@ -14,6 +17,7 @@ use crate::{
 pub const ENV_PORT: &str = "PORT";
 pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_BLOB_DIR: &str = "BLOB_DIR";
+pub const ENV_MONGODB_URL: &str = "MONGODB_URL";
 
 /// What every function connects to at start-up.
 pub struct Dependencies {
@@ -23,12 +27,13 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Reads `PORT`, `DATABASE_URL` and `BLOB_DIR`, then connects.
+    /// Reads `PORT`, `DATABASE_URL` and either `MONGODB_URL` (blobs in GridFS)
+    /// or, when that is unset, `BLOB_DIR` (blobs in a directory), then connects.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] listing every missing or invalid variable, or the
-    /// error of connecting to the database or opening the blob directory.
+    /// error of connecting to the database or the blob store.
     pub async fn from_env(env: &dyn Env) -> Result<Dependencies, Error> {
         let mut reader = Reader::new(env);
         let port = reader.parse_or(ENV_PORT, 8080u16);
@@ -36,21 +41,133 @@ impl Dependencies {
             ENV_DATABASE_URL,
             "the SQL database, sqlite:PATH or mysql://USER:PASSWORD@HOST/DB",
         );
-        let blob_dir = reader.required(
-            ENV_BLOB_DIR,
-            "the directory that holds videos and MP3 files",
-        );
+        let blob_location = read_blob_location(&mut reader);
         reader.finish()?;
-        let (Some(database_url), Some(blob_dir)) = (database_url, blob_dir) else {
+        let (Some(database_url), Some(blob_location)) = (database_url, blob_location) else {
             unreachable!("finish() fails when a required variable is missing");
         };
 
         let store = SqlStore::connect(&database_url).await?;
-        let blobs = DirBlobStore::open(blob_dir).await?;
+        let blobs: Arc<dyn BlobStore> = match blob_location {
+            BlobLocation::GridFs(url) => {
+                let blobs = GridFsBlobStore::connect(&url).await?;
+                tracing::info!(
+                    database = blobs.database().name(),
+                    "storing blobs in MongoDB GridFS"
+                );
+                Arc::new(blobs)
+            }
+            BlobLocation::Directory(dir) => {
+                let blobs = DirBlobStore::open(dir).await?;
+                tracing::info!(
+                    directory = %blobs.root().display(),
+                    "storing blobs in a directory"
+                );
+                Arc::new(blobs)
+            }
+        };
         Ok(Dependencies {
             port,
             store: Arc::new(store),
-            blobs: Arc::new(blobs),
+            blobs,
         })
+    }
+}
+
+/// The blob store of a deployment, chosen by [`ENV_MONGODB_URL`] and [`ENV_BLOB_DIR`].
+#[derive(Debug, PartialEq, Eq)]
+enum BlobLocation {
+    GridFs(String),
+    Directory(String),
+}
+
+/// Reads `MONGODB_URL`, or `BLOB_DIR` when it is unset, recording a problem
+/// when neither is set or the URL is not a valid connection string.
+fn read_blob_location(reader: &mut Reader<'_>) -> Option<BlobLocation> {
+    if let Some(url) = reader.optional(ENV_MONGODB_URL) {
+        // The value is left out of the message because it may contain a password.
+        if let Err(err) = ConnectionString::parse(&url) {
+            reader.problem(format!(
+                "{ENV_MONGODB_URL} is not a valid MongoDB connection string \
+                 (mongodb://HOST/DB or mongodb+srv://HOST/DB): {err}"
+            ));
+            return None;
+        }
+        return Some(BlobLocation::GridFs(url));
+    }
+    reader
+        .required(
+            ENV_BLOB_DIR,
+            "the directory that contains videos and MP3 files, used when MONGODB_URL is not set",
+        )
+        .map(BlobLocation::Directory)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn mongodb_url_takes_precedence_over_blob_dir() {
+        let env = HashMap::from([
+            ("MONGODB_URL", "mongodb://127.0.0.1:27017/alchemist"),
+            ("BLOB_DIR", "/var/lib/alchemist"),
+        ]);
+        let mut reader = Reader::new(&env);
+        let location = read_blob_location(&mut reader);
+        assert!(reader.finish().is_ok());
+        assert_eq!(
+            location,
+            Some(BlobLocation::GridFs(
+                "mongodb://127.0.0.1:27017/alchemist".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn blob_dir_used_without_mongodb_url() {
+        let env = HashMap::from([("BLOB_DIR", "/var/lib/alchemist")]);
+        let mut reader = Reader::new(&env);
+        let location = read_blob_location(&mut reader);
+        assert!(reader.finish().is_ok());
+        assert_eq!(
+            location,
+            Some(BlobLocation::Directory("/var/lib/alchemist".to_owned()))
+        );
+    }
+
+    #[test]
+    fn missing_blob_location_is_reported() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let mut reader = Reader::new(&env);
+        assert_eq!(read_blob_location(&mut reader), None);
+        let err = reader.finish().unwrap_err().to_string();
+        assert!(err.contains("BLOB_DIR is not set"), "{err}");
+        assert!(err.contains("MONGODB_URL is not set"), "{err}");
+    }
+
+    #[test]
+    fn invalid_mongodb_url_is_reported_without_its_value() {
+        let env = HashMap::from([("MONGODB_URL", "mysql://user:secret@db/alchemist")]);
+        let mut reader = Reader::new(&env);
+        assert_eq!(read_blob_location(&mut reader), None);
+        let err = reader.finish().unwrap_err().to_string();
+        assert!(err.contains("MONGODB_URL is not a valid"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn every_bad_variable_is_reported() {
+        let env = HashMap::from([("PORT", "eighty"), ("MONGODB_URL", "not a url")]);
+        let err = match Dependencies::from_env(&env).await {
+            Ok(_) => panic!("from_env accepted an invalid environment"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("PORT=eighty is not valid"), "{err}");
+        assert!(err.contains("DATABASE_URL is not set"), "{err}");
+        assert!(err.contains("MONGODB_URL is not a valid"), "{err}");
+        assert!(!err.contains("BLOB_DIR"), "{err}");
     }
 }

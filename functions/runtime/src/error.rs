@@ -10,6 +10,10 @@ pub enum Error {
     #[error("blob store error: {0}")]
     Blob(#[from] std::io::Error),
 
+    /// A MongoDB operation of the GridFS blob store failed.
+    #[error("blob store error: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+
     /// A blob, job or user that does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -237,13 +237,13 @@ impl JwtConfig {
     /// least [`MIN_SECRET_BYTES`] bytes.
     pub fn read(reader: &mut crate::config::Reader<'_>) -> Option<JwtConfig> {
         let secret = reader.required("JWT_SECRET", "the HS256 signing secret, at least 32 bytes");
-        if let Some(secret) = &secret {
-            if secret.len() < MIN_SECRET_BYTES {
-                reader.problem(format!(
+        if let Some(secret) = &secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            reader.problem(format!(
                     "JWT_SECRET has {} bytes; use at least {MIN_SECRET_BYTES} random bytes, for example from `openssl rand -base64 48`",
                     secret.len()
                 ));
-            }
         }
         let issuer = reader
             .optional("JWT_ISSUER")

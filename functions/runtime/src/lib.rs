@@ -10,6 +10,7 @@
 //!   its SQL implementation in [`sql`] (SQLite and MySQL through sqlx).
 //! - [`blob`]: the [`blob::BlobStore`] trait for videos and MP3s, with the
 //!   directory implementation.
+//! - [`gridfs`]: the MongoDB GridFS implementation of [`blob::BlobStore`].
 //! - [`deps`]: connecting the store and blob store a deployment names.
 //! - [`serve`]: binding `$PORT`, health routes and graceful shutdown.
 //! - [`telemetry`]: `tracing` set-up.
@@ -18,6 +19,7 @@ pub mod blob;
 pub mod config;
 pub mod deps;
 mod error;
+pub mod gridfs;
 pub mod jwt;
 pub mod password;
 pub mod serve;

@@ -28,17 +28,17 @@ pub fn health_routes(readiness: Readiness) -> Router {
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
-    if let Some(store) = &readiness.store {
-        if let Err(err) = store.ping().await {
-            warn!(cause = %err, "readiness check: database does not answer");
-            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-        }
+    if let Some(store) = &readiness.store
+        && let Err(err) = store.ping().await
+    {
+        warn!(cause = %err, "readiness check: database does not answer");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
     }
-    if let Some(blobs) = &readiness.blobs {
-        if let Err(err) = blobs.ping().await {
-            warn!(cause = %err, "readiness check: blob store does not answer");
-            return (StatusCode::SERVICE_UNAVAILABLE, "blob store unavailable");
-        }
+    if let Some(blobs) = &readiness.blobs
+        && let Err(err) = blobs.ping().await
+    {
+        warn!(cause = %err, "readiness check: blob store does not answer");
+        return (StatusCode::SERVICE_UNAVAILABLE, "blob store unavailable");
     }
     (StatusCode::OK, "ready")
 }

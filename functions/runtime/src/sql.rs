@@ -18,7 +18,9 @@ use crate::{
     Error,
     jwt::Role,
     now_millis,
-    store::{Claim, Completion, Job, JobStatus, NewJob, Store, User, WebhookDelivery},
+    store::{
+        Claim, Completion, Job, JobStatus, NewJob, OutboxMessage, Store, User, WebhookDelivery,
+    },
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -108,6 +110,39 @@ impl SqlStore {
 const JOB_COLUMNS: &str = "id, owner_id, status, file_name, video_id, video_size, bitrate_kbps, \
      callback_url, audio_id, audio_size, duration_seconds, warnings, failure_reason, \
      failure_message, attempts, created_at, updated_at, started_at, finished_at";
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, owner_id, status, file_name, video_id, video_size, bitrate_kbps, \
+     callback_url, warnings, attempts, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, '', 0, ?, ?)";
+
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (event_id, job_id, event_json, created_at, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)";
+
+fn bind_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    job: &'q NewJob,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(job.id.to_string())
+        .bind(&job.owner_id)
+        .bind(&job.file_name)
+        .bind(&job.video_id)
+        .bind(to_i64(job.video_size))
+        .bind(job.bitrate_kbps.map(i64::from))
+        .bind(&job.callback_url)
+        .bind(now)
+        .bind(now)
+}
+
+fn outbox_from_row(row: &AnyRow) -> Result<OutboxMessage, Error> {
+    let job_id: String = row.try_get("job_id")?;
+    Ok(OutboxMessage {
+        event_id: row.try_get("event_id")?,
+        job_id: Uuid::from_str(&job_id)
+            .map_err(|err| Error::Corrupt(format!("outbox job id {job_id}: {err}")))?,
+        event_json: row.try_get("event_json")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+    })
+}
 
 fn job_from_row(row: &AnyRow) -> Result<Job, Error> {
     let id: String = row.try_get("id")?;
@@ -219,25 +254,125 @@ impl Store for SqlStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<Job, Error> {
+        bind_job(sqlx::query(INSERT_JOB), &job, now_millis())
+            .execute(&self.pool)
+            .await?;
+        self.job(job.id).await?.ok_or(Error::NotFound("job"))
+    }
+
+    async fn create_job_with_event(
+        &self,
+        job: NewJob,
+        event: &OutboxMessage,
+    ) -> Result<Job, Error> {
         let now = now_millis();
-        sqlx::query(
-            "INSERT INTO jobs (id, owner_id, status, file_name, video_id, video_size, bitrate_kbps, \
-             callback_url, warnings, attempts, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?)",
+        let mut transaction = self.pool.begin().await?;
+        bind_job(sqlx::query(INSERT_JOB), &job, now)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(INSERT_OUTBOX)
+            .bind(&event.event_id)
+            .bind(event.job_id.to_string())
+            .bind(&event.event_json)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        self.job(job.id).await?.ok_or(Error::NotFound("job"))
+    }
+
+    async fn due_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
+        let rows = sqlx::query(
+            "SELECT event_id, job_id, event_json, attempts FROM outbox \
+             WHERE sent_at IS NULL AND next_attempt_at <= ? ORDER BY created_at, event_id LIMIT ?",
         )
-        .bind(job.id.to_string())
-        .bind(&job.owner_id)
-        .bind(JobStatus::Queued.as_str())
-        .bind(&job.file_name)
-        .bind(&job.video_id)
-        .bind(to_i64(job.video_size))
-        .bind(job.bitrate_kbps.map(i64::from))
-        .bind(&job.callback_url)
-        .bind(now)
-        .bind(now)
+        .bind(now_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn outbox_sent(&self, event_id: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE event_id = ?")
+            .bind(now_millis())
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_retry_later(
+        &self,
+        event_id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), Error> {
+        let error: String = error.chars().take(1000).collect();
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
+             WHERE event_id = ? AND sent_at IS NULL",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(event_id)
         .execute(&self.pool)
         .await?;
-        self.job(job.id).await?.ok_or(Error::NotFound("job"))
+        Ok(())
+    }
+
+    async fn stale_jobs(&self, stale_before: i64, limit: u32) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'converting' AND heartbeat_at < ? ORDER BY heartbeat_at LIMIT ?"
+        ))
+        .bind(stale_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn requeue_stale_job(
+        &self,
+        id: Uuid,
+        stale_before: i64,
+        event: &OutboxMessage,
+    ) -> Result<bool, Error> {
+        let now = now_millis();
+        let mut transaction = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'converting' AND heartbeat_at < ?",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .bind(stale_before)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(INSERT_OUTBOX)
+            .bind(&event.event_id)
+            .bind(event.job_id.to_string())
+            .bind(&event.event_json)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn heartbeat(&self, id: Uuid) -> Result<(), Error> {
+        sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'converting'")
+            .bind(now_millis())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>, Error> {
@@ -272,9 +407,10 @@ impl Store for SqlStore {
     async fn claim_job(&self, id: Uuid, lease_millis: i64) -> Result<Claim, Error> {
         let now = now_millis();
         let claimed = sqlx::query(
-            "UPDATE jobs SET status = 'converting', attempts = attempts + 1, started_at = ?, updated_at = ? \
-             WHERE id = ? AND (status = 'queued' OR (status = 'converting' AND started_at < ?))",
+            "UPDATE jobs SET status = 'converting', attempts = attempts + 1, started_at = ?, heartbeat_at = ?, \
+             updated_at = ? WHERE id = ? AND (status = 'queued' OR (status = 'converting' AND heartbeat_at < ?))",
         )
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(id.to_string())

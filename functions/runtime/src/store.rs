@@ -89,6 +89,17 @@ pub struct NewJob {
     pub callback_url: Option<String>,
 }
 
+/// An event waiting in the outbox to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// The CloudEvent id.
+    pub event_id: String,
+    pub job_id: Uuid,
+    /// The CloudEvent in structured-mode JSON.
+    pub event_json: String,
+    pub attempts: u32,
+}
+
 /// The outcome of claiming a job for conversion.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -145,14 +156,49 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_job(&self, job: NewJob) -> Result<Job, Error>;
 
+    /// Creates a job and puts its announcing event in the outbox, in one
+    /// transaction: either both are stored or neither is.
+    async fn create_job_with_event(&self, job: NewJob, event: &OutboxMessage)
+    -> Result<Job, Error>;
+
+    /// Outbox events not yet published whose next attempt is due, oldest first.
+    async fn due_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, Error>;
+
+    /// Marks an outbox event as published.
+    async fn outbox_sent(&self, event_id: &str) -> Result<(), Error>;
+
+    /// Records a failed publish and when to try again.
+    async fn outbox_retry_later(
+        &self,
+        event_id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), Error>;
+
+    /// Jobs still `converting` whose worker has not sent a heartbeat since
+    /// `stale_before` (Unix milliseconds): their worker is presumed dead.
+    async fn stale_jobs(&self, stale_before: i64, limit: u32) -> Result<Vec<Job>, Error>;
+
+    /// Puts a stale job back in the queue with a fresh event in the outbox,
+    /// in one transaction. Returns false when the job is no longer stale.
+    async fn requeue_stale_job(
+        &self,
+        id: Uuid,
+        stale_before: i64,
+        event: &OutboxMessage,
+    ) -> Result<bool, Error>;
+
+    /// Records that the worker converting the job is alive.
+    async fn heartbeat(&self, id: Uuid) -> Result<(), Error>;
+
     async fn job(&self, id: Uuid) -> Result<Option<Job>, Error>;
 
     /// Jobs, newest first; only `owner_id`'s when given.
     async fn jobs(&self, owner_id: Option<&str>, limit: u32) -> Result<Vec<Job>, Error>;
 
     /// Moves a job to `converting` for a worker. A job already converting is
-    /// taken over only when it started more than `lease_millis` ago, since its
-    /// worker then counts as dead.
+    /// taken over only when its last heartbeat is more than `lease_millis`
+    /// old, since its worker then counts as dead.
     async fn claim_job(&self, id: Uuid, lease_millis: i64) -> Result<Claim, Error>;
 
     /// Moves a converting job to `done`. Returns false when the job was not converting.

@@ -24,10 +24,13 @@ use axum::{
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::io::StreamReader;
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
-use crate::{AppState, Error, SOURCE};
+use crate::{
+    AppState, Error, SOURCE,
+    outbox::{outbox_message, publish_message},
+};
 
 /// Options of a job, from query parameters or multipart fields.
 #[derive(Debug, Default, Deserialize)]
@@ -83,19 +86,15 @@ pub(crate) async fn create_upload(
         return Err(Error::EmptyUpload);
     }
 
-    let job = state
-        .store
-        .create_job(NewJob {
-            id: job_id,
-            owner_id: claims.sub.clone(),
-            file_name,
-            video_id: blob.id.clone(),
-            video_size: blob.size,
-            bitrate_kbps,
-            callback_url,
-        })
-        .await?;
-
+    let new_job = NewJob {
+        id: job_id,
+        owner_id: claims.sub.clone(),
+        file_name,
+        video_id: blob.id.clone(),
+        video_size: blob.size,
+        bitrate_kbps,
+        callback_url,
+    };
     let payload = VideoUploaded {
         job_id,
         owner_id: claims.sub.clone(),
@@ -103,24 +102,17 @@ pub(crate) async fn create_upload(
         size: blob.size,
         bitrate_kbps,
     };
-    if let Err(err) = state
-        .broker
-        .publish(build_event(SOURCE, &job_id.to_string(), &payload))
-        .await
-    {
-        // NOTE: the job row and its event are not yet written in one
-        // transaction; until they are, a broker outage fails the job here.
-        warn!(%job_id, cause = %err, "cannot publish video.uploaded; failing the job");
-        state
-            .store
-            .fail_job(
-                job_id,
-                "delivery_failed",
-                "The service could not queue the job. Submit the file again.",
-            )
-            .await?;
-        return Err(err.into());
-    }
+    // The job and its event are stored together; publishing comes after, so
+    // a broker outage only delays the event (see the outbox module).
+    let message = outbox_message(&build_event(SOURCE, &job_id.to_string(), &payload), job_id);
+    let job = match state.store.create_job_with_event(new_job, &message).await {
+        Ok(job) => job,
+        Err(err) => {
+            state.blobs.delete(Bucket::Videos, &blob.id).await?;
+            return Err(err.into());
+        }
+    };
+    publish_message(state.store.as_ref(), state.broker.as_ref(), &message).await?;
     info!(%job_id, size = blob.size, sha256 = %blob.sha256, "upload accepted");
 
     let status_url = format!("/jobs/{job_id}");

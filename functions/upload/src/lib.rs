@@ -6,12 +6,15 @@
 //!   `GET /jobs/{id}` and `GET /jobs/{id}/audio`.
 //! - [`ingest`] streams a request body (raw or multipart) into the blob store.
 //! - [`download`] serves an MP3 with Range support.
+//! - [`outbox`] keeps events until the broker has them, and requeues jobs
+//!   whose convert worker died.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
 
 pub mod download;
 mod error;
 pub mod ingest;
 pub mod jobs;
+pub mod outbox;
 
 use std::sync::Arc;
 

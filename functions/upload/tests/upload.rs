@@ -1,7 +1,10 @@
 //! HTTP tests of the upload function, in-process, on a temporary SQLite store
 //! and blob directory. Events go to a broker that records them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 use alchemist_events::{
     broker::Broker,
@@ -10,10 +13,10 @@ use alchemist_events::{
 use alchemist_runtime::{
     blob::Bucket,
     jwt::{JwtKeys, Role},
-    store::Completion,
+    store::{Completion, JobStatus},
     testing::{self, TempDeps},
 };
-use alchemist_upload::{AppState, Config, app};
+use alchemist_upload::{AppState, Config, app, outbox::relay_once};
 use axum::{
     Router,
     body::Body,
@@ -27,13 +30,13 @@ use uuid::Uuid;
 #[derive(Default)]
 struct RecordingBroker {
     events: Mutex<Vec<cloudevents::Event>>,
-    down: bool,
+    down: AtomicBool,
 }
 
 #[async_trait::async_trait]
 impl Broker for RecordingBroker {
     async fn publish(&self, event: cloudevents::Event) -> Result<(), alchemist_events::Error> {
-        if self.down {
+        if self.down.load(Ordering::SeqCst) {
             return Err(alchemist_events::Error::Unavailable(
                 "test broker is down".into(),
             ));
@@ -322,25 +325,110 @@ async fn upload_needs_a_token() {
 }
 
 #[tokio::test]
-async fn broker_outage_fails_the_job_with_reason() {
+async fn broker_outage_keeps_event_in_outbox() {
     let fx = fixture_with(
         Config::default(),
         RecordingBroker {
-            down: true,
+            down: AtomicBool::new(true),
             ..Default::default()
         },
     )
     .await;
     let token = fx.token("a@example.com", Role::User).await;
 
-    let (status, _) = fx
+    let (status, answer) = fx
         .upload_raw(&token, "clip.mp4", b"data".to_vec(), "")
         .await;
 
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let jobs = fx.deps.store.jobs(None, 10).await.unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].failure_reason.as_deref(), Some("delivery_failed"));
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the event is stored, so the upload is accepted"
+    );
+    let job_id: Uuid = answer["job_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        fx.deps.store.job(job_id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert!(fx.broker.events.lock().unwrap().is_empty());
+    assert_eq!(
+        fx.deps.store.due_outbox(10).await.unwrap().len(),
+        0,
+        "the failed event waits for its backoff"
+    );
+
+    // The broker comes back; once the backoff has passed, the relay publishes the event once.
+    fx.broker.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = relay_once(
+        fx.deps.store.as_ref(),
+        fx.broker.as_ref(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 1);
+    let events = fx.broker.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        parse_payload::<VideoUploaded>(&events[0]).unwrap().job_id,
+        job_id
+    );
+    let again = relay_once(
+        fx.deps.store.as_ref(),
+        fx.broker.as_ref(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.published, 0, "a published event leaves the outbox");
+}
+
+#[tokio::test]
+async fn stale_converting_job_is_requeued() {
+    let fx = fixture().await;
+    let token = fx.token("a@example.com", Role::User).await;
+    let (_, answer) = fx
+        .upload_raw(&token, "clip.mp4", b"data".to_vec(), "")
+        .await;
+    let job_id: Uuid = answer["job_id"].as_str().unwrap().parse().unwrap();
+    fx.deps.store.claim_job(job_id, 60_000).await.unwrap();
+
+    // A live worker's job is left alone.
+    let report = relay_once(
+        fx.deps.store.as_ref(),
+        fx.broker.as_ref(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.requeued, 0);
+
+    // Its worker died: no heartbeat within the lease.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let report = relay_once(
+        fx.deps.store.as_ref(),
+        fx.broker.as_ref(),
+        std::time::Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.requeued, 1);
+    assert_eq!(report.published, 1);
+    assert_eq!(
+        fx.deps.store.job(job_id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    let events = fx.broker.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 2, "the upload's event and the requeue's");
+    assert_eq!(
+        parse_payload::<VideoUploaded>(&events[1]).unwrap().job_id,
+        job_id
+    );
+    assert_ne!(
+        cloudevents::AttributesReader::id(&events[0]),
+        cloudevents::AttributesReader::id(&events[1])
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ CREATE TABLE jobs (
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     started_at       INTEGER,
+    heartbeat_at     INTEGER,
     finished_at      INTEGER
 );
 
@@ -53,3 +54,19 @@ CREATE TABLE processed_events (
     processed_at INTEGER NOT NULL,
     PRIMARY KEY (consumer, source, event_id)
 );
+
+-- Events written in the same transaction as the change they announce, and
+-- relayed to the broker afterwards, so that a broker outage loses none.
+CREATE TABLE outbox (
+    event_id        TEXT    NOT NULL PRIMARY KEY,
+    job_id          TEXT    NOT NULL,
+    event_json      TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    sent_at         INTEGER,
+    last_error      TEXT
+);
+
+CREATE INDEX outbox_due ON outbox (sent_at, next_attempt_at);
+CREATE INDEX jobs_status_heartbeat ON jobs (status, heartbeat_at);

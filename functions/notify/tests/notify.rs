@@ -1,0 +1,419 @@
+//! Tests of the notify function: events go in through its router in-process,
+//! and webhooks go out over HTTP to a receiver on 127.0.0.1 that records
+//! every request.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
+
+use alchemist_events::{
+    catalogue::{AudioConverted, ConversionFailed, FailureReason, build_event},
+    http::to_request,
+};
+use alchemist_notify::{AppState, Config, app, webhook::WebhookSecret};
+use alchemist_runtime::{
+    jwt::Role,
+    store::{Job, NewJob, WebhookDelivery},
+    testing::{self, TempDeps},
+};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use cloudevents::{AttributesReader, Event, EventBuilder, EventBuilderV10};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The raw signing key; notify gets it in the `whsec_` text form.
+const WEBHOOK_KEY: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+
+/// One request the receiver recorded.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap())
+            .unwrap_or_default()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the webhook body is JSON")
+    }
+}
+
+/// The requests the receiver has recorded, and the status it responds with.
+struct Recorder {
+    requests: Mutex<Vec<Received>>,
+    status: AtomicU16,
+}
+
+/// A webhook receiver on 127.0.0.1 that records requests.
+struct Receiver {
+    url: String,
+    recorder: Arc<Recorder>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let recorder = Arc::new(Recorder {
+            requests: Mutex::new(Vec::new()),
+            status: AtomicU16::new(200),
+        });
+        let router = Router::new()
+            .route("/hook", post(record))
+            .with_state(recorder.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Receiver {
+            url: format!("http://{address}/hook"),
+            recorder,
+        }
+    }
+
+    fn respond_with(&self, status: StatusCode) {
+        self.recorder
+            .status
+            .store(status.as_u16(), Ordering::SeqCst);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.recorder.requests.lock().unwrap().clone()
+    }
+}
+
+async fn record(
+    State(recorder): State<Arc<Recorder>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    recorder
+        .requests
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
+    StatusCode::from_u16(recorder.status.load(Ordering::SeqCst)).unwrap()
+}
+
+struct Fixture {
+    deps: TempDeps,
+    owner_id: String,
+    receiver: Receiver,
+    router: Router,
+}
+
+async fn fixture(allow_private: bool) -> Fixture {
+    let deps = testing::temp_deps().await;
+    let owner = testing::add_user(
+        deps.store.as_ref(),
+        "ada@example.com",
+        "password123",
+        Role::User,
+    )
+    .await;
+    let secret = WebhookSecret::parse(&format!("whsec_{}", STANDARD.encode(WEBHOOK_KEY))).unwrap();
+    let config = Config {
+        secret,
+        allow_private,
+        timeout: Duration::from_secs(5),
+    };
+    let router = app(AppState {
+        store: deps.store.clone(),
+        config: Arc::new(config),
+    });
+    Fixture {
+        deps,
+        owner_id: owner.id,
+        receiver: Receiver::start().await,
+        router,
+    }
+}
+
+impl Fixture {
+    async fn job(&self, callback_url: Option<&str>) -> Job {
+        let job = NewJob {
+            id: Uuid::now_v7(),
+            owner_id: self.owner_id.clone(),
+            file_name: "holiday.mp4".to_owned(),
+            video_id: "video-1".to_owned(),
+            video_size: 1_048_576,
+            bitrate_kbps: None,
+            callback_url: callback_url.map(str::to_owned),
+        };
+        self.deps.store.create_job(job).await.unwrap()
+    }
+
+    /// A job whose callback URL is the receiver.
+    async fn job_with_receiver(&self) -> Job {
+        self.job(Some(&self.receiver.url)).await
+    }
+
+    fn converted(&self, job: &Job) -> Event {
+        let payload = AudioConverted {
+            job_id: job.id,
+            owner_id: self.owner_id.clone(),
+            audio_id: "audio-1".to_owned(),
+            size: 65_536,
+            duration_seconds: 4.5,
+            warnings: Vec::new(),
+        };
+        build_event("/convert", &job.id.to_string(), &payload)
+    }
+
+    fn failed(&self, job: &Job) -> Event {
+        let payload = ConversionFailed {
+            job_id: job.id,
+            owner_id: self.owner_id.clone(),
+            reason: FailureReason::NoAudio,
+            message: FailureReason::NoAudio.user_message().to_owned(),
+        };
+        build_event("/convert", &job.id.to_string(), &payload)
+    }
+
+    /// Sends `event` to notify in binary mode and returns the status.
+    async fn deliver(&self, event: Event) -> StatusCode {
+        let request = to_request(event, "/").unwrap();
+        self.router.clone().oneshot(request).await.unwrap().status()
+    }
+
+    async fn deliveries(&self, job: &Job) -> Vec<WebhookDelivery> {
+        self.deps.store.deliveries(job.id).await.unwrap()
+    }
+}
+
+/// Computes the Standard Webhooks signature: base64 HMAC-SHA256 of `id.timestamp.body`.
+fn expected_signature(id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_KEY).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn unix_now() -> i64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(elapsed.as_secs()).unwrap()
+}
+
+#[tokio::test]
+async fn converted_event_sends_signed_webhook() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let event = fixture.converted(&job);
+
+    let status = fixture.deliver(event.clone()).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let received = fixture.receiver.received();
+    assert_eq!(received.len(), 1);
+    let webhook = &received[0];
+    let timestamp = webhook.header("webhook-timestamp");
+    let signatures: Vec<&str> = webhook.header("webhook-signature").split(' ').collect();
+    let expected = expected_signature(webhook.header("webhook-id"), timestamp, &webhook.body);
+    assert!(
+        signatures.contains(&expected.as_str()),
+        "signatures {signatures:?}, expected {expected}"
+    );
+    assert_eq!(webhook.header("webhook-id"), event.id());
+    let sent_at: i64 = timestamp
+        .parse()
+        .expect("webhook-timestamp is Unix seconds");
+    assert!(
+        (unix_now() - sent_at).abs() <= 60,
+        "webhook-timestamp {sent_at}"
+    );
+    assert_eq!(webhook.header("content-type"), "application/json");
+    let body = webhook.json();
+    assert_eq!(body["type"], "job.done");
+    assert_eq!(body["data"]["job_id"], job.id.to_string());
+    assert_eq!(body["data"]["status"], "done");
+    assert_eq!(body["data"]["audio_url"], format!("/jobs/{}/audio", job.id));
+    assert_eq!(body["data"]["duration_seconds"], 4.5);
+}
+
+#[tokio::test]
+async fn delivery_is_recorded() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let event = fixture.converted(&job);
+
+    fixture.deliver(event.clone()).await;
+
+    let deliveries = fixture.deliveries(&job).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].outcome, "delivered");
+    assert_eq!(deliveries[0].status_code, Some(200));
+    assert_eq!(deliveries[0].event_id, event.id());
+    assert_eq!(deliveries[0].url, fixture.receiver.url);
+}
+
+#[tokio::test]
+async fn redelivered_event_sends_one_webhook() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let event = fixture.converted(&job);
+
+    let first = fixture.deliver(event.clone()).await;
+    let second = fixture.deliver(event).await;
+
+    assert_eq!(first, StatusCode::ACCEPTED);
+    assert_eq!(second, StatusCode::ACCEPTED);
+    assert_eq!(fixture.receiver.received().len(), 1);
+    assert_eq!(fixture.deliveries(&job).await.len(), 1);
+}
+
+#[tokio::test]
+async fn failed_event_sends_job_failed() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+
+    let status = fixture.deliver(fixture.failed(&job)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let received = fixture.receiver.received();
+    assert_eq!(received.len(), 1);
+    let body = received[0].json();
+    assert_eq!(body["type"], "job.failed");
+    assert_eq!(body["data"]["job_id"], job.id.to_string());
+    assert_eq!(body["data"]["status"], "failed");
+    assert_eq!(body["data"]["reason"], "no_audio");
+    assert_eq!(
+        body["data"]["message"],
+        FailureReason::NoAudio.user_message()
+    );
+    assert!(body["data"].get("audio_url").is_none(), "{body}");
+}
+
+/// The address guard: with private targets not allowed, a callback on
+/// 127.0.0.1 is rejected without a request, and retrying cannot help.
+#[tokio::test]
+async fn loopback_callback_is_refused() {
+    let fixture = fixture(false).await;
+    let job = fixture.job_with_receiver().await;
+
+    let status = fixture.deliver(fixture.converted(&job)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(fixture.receiver.received().is_empty());
+    let deliveries = fixture.deliveries(&job).await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].outcome, "refused");
+    assert_eq!(deliveries[0].status_code, None);
+    assert!(deliveries[0].error.is_some());
+}
+
+#[tokio::test]
+async fn receiver_error_is_retried_on_redelivery() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let event = fixture.converted(&job);
+    fixture
+        .receiver
+        .respond_with(StatusCode::INTERNAL_SERVER_ERROR);
+
+    let failed = fixture.deliver(event.clone()).await;
+    fixture.receiver.respond_with(StatusCode::OK);
+    let retried = fixture.deliver(event.clone()).await;
+
+    // A 5xx status makes the broker retry with backoff.
+    assert!(failed.is_server_error(), "first delivery returned {failed}");
+    assert_eq!(retried, StatusCode::ACCEPTED);
+    let received = fixture.receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        received[0].header("webhook-id"),
+        received[1].header("webhook-id")
+    );
+    let deliveries = fixture.deliveries(&job).await;
+    let outcomes: Vec<(&str, Option<u16>)> = deliveries
+        .iter()
+        .map(|delivery| (delivery.outcome.as_str(), delivery.status_code))
+        .collect();
+    assert_eq!(deliveries.len(), 2);
+    assert!(outcomes.contains(&("failed", Some(500))), "{outcomes:?}");
+    assert!(outcomes.contains(&("delivered", Some(200))), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn unknown_event_type_is_rejected() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let event = EventBuilderV10::new()
+        .id("unknown-1")
+        .source("/tests")
+        .ty("dev.audioalchemist.video.archived.v1")
+        .data("application/json", json!({ "job_id": job.id }))
+        .build()
+        .unwrap();
+
+    let status = fixture.deliver(event).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(fixture.receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_payload_is_rejected() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let mut event = fixture.converted(&job);
+    event.set_data("application/json", json!({ "job_id": job.id }));
+
+    let status = fixture.deliver(event).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(fixture.receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn job_without_callback_sends_nothing() {
+    let fixture = fixture(true).await;
+    let job = fixture.job(None).await;
+
+    let status = fixture.deliver(fixture.converted(&job)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(fixture.deliveries(&job).await.is_empty());
+    assert!(fixture.receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_job_sends_nothing() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let mut event = fixture.converted(&job);
+    let other_job = Uuid::now_v7();
+    event.set_data(
+        "application/json",
+        json!({
+            "job_id": other_job,
+            "owner_id": fixture.owner_id,
+            "audio_id": "audio-1",
+            "size": 1,
+            "duration_seconds": 1.0,
+        }),
+    );
+
+    let status = fixture.deliver(event).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(fixture.receiver.received().is_empty());
+}
