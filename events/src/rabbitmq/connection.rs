@@ -6,14 +6,14 @@ use lapin::{Connection, ConnectionProperties, types::LongString, uri::AMQPUri};
 
 use crate::Error;
 
-/// Longest wait for a TCP connection and the AMQP handshake. A node that is
+/// Maximum wait for a TCP connection and the AMQP handshake. A node that is
 /// still booting can accept TCP connections and then stall the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First wait before reconnecting.
 pub(crate) const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
 
-/// Longest wait between reconnection attempts.
+/// Maximum wait between reconnection attempts.
 pub(crate) const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// Checks that `url` is an AMQP URL, without connecting.
@@ -21,13 +21,13 @@ pub(crate) const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 /// # Errors
 ///
 /// [`Error::Unavailable`] naming the URL without its password.
-pub(crate) fn check_url(url: &str) -> Result<(), Error> {
+pub fn check_url(url: &str) -> Result<(), Error> {
     url.parse::<AMQPUri>().map(|_| ()).map_err(|err| {
         Error::Unavailable(format!("{} is not a valid AMQP URL: {err}", redact(url)))
     })
 }
 
-/// The URL with its password replaced, for logs and errors.
+/// Returns the URL with its password masked, for logs and errors.
 pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
@@ -46,8 +46,7 @@ pub(crate) fn redact(url: &str) -> String {
 ///
 /// [`Error::Unavailable`] when the connection fails or times out.
 pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
-    let properties =
-        ConnectionProperties::default().with_connection_name(LongString::from(name));
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(err)) => Err(Error::Unavailable(format!(
@@ -62,8 +61,8 @@ pub(crate) async fn connect(url: &str, name: &str) -> Result<Connection, Error> 
     }
 }
 
-/// Closes a connection, waiting at most a second: a connection whose socket
-/// is already gone may never answer the close.
+/// Closes a connection, waiting at most a second, because a connection whose
+/// socket is already gone may never confirm the close.
 pub(crate) async fn close(connection: &Connection) {
     let closing = connection.close(200, "closing".into());
     let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
@@ -82,8 +81,8 @@ impl Backoff {
         }
     }
 
-    /// The wait before the next attempt; each call doubles the one after it,
-    /// up to [`RECONNECT_DELAY_MAX`].
+    /// Returns the wait before the next attempt. Each call doubles the next
+    /// wait, up to [`RECONNECT_DELAY_MAX`].
     pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(RECONNECT_DELAY_MAX);

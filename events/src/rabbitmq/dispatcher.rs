@@ -9,7 +9,7 @@
 //!    errors and the statuses Knative retries (5xx, 404, 408, 409, 429) are
 //!    retried per the Trigger's delivery spec. Any other non-2xx status gives
 //!    up at once.
-//! 3. On a 2xx answer, a reply event in the response is published to the
+//! 3. On a 2xx response, a reply event in the response is published to the
 //!    Broker exchange, with confirms, before the message is acked.
 //! 4. When delivery gives up, the event gets the `knativeerrordest`,
 //!    `knativeerrorcode` and `knativeerrordata` extensions, is published to the
@@ -64,11 +64,12 @@ use crate::{
 
 /// Default timeout of one HTTP request to a subscriber. It matches the
 /// `timeoutSeconds` of the convert Service in `knative/base/convert.yaml`,
-/// because convert answers only when its ffmpeg run is over.
+/// because convert responds only when its ffmpeg run is over.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Most bytes of a failed response body kept in `knativeerrordata`, the
-/// limit Knative applies to the same extension.
+/// Maximum bytes of a failed response body kept in `knativeerrordata`. Knative
+/// Eventing cuts that extension at the same length
+/// (`KnativeErrorDataExtensionMaxLength`).
 const ERROR_DATA_LIMIT: usize = 1024;
 
 /// Settings of [`run_dispatchers`] that the Trigger manifests do not carry.
@@ -102,9 +103,9 @@ impl Default for DispatcherOptions {
 /// Runs one dispatcher per Trigger in `routes` until `shutdown` completes,
 /// then stops consuming and waits for the deliveries in flight.
 ///
-/// `service_urls` maps each Knative Service name that a Trigger names, as
-/// subscriber or dead-letter sink, to the base URL it listens on; the
-/// destination's path is appended to it. A lost connection is retried for as
+/// `service_urls` maps the name of each Knative Service that a Trigger sends
+/// to, as subscriber or dead-letter sink, to the base URL it listens on. The
+/// destination's path is appended to that URL. A lost connection is retried for as
 /// long as the dispatchers run, so this returns only after `shutdown`.
 ///
 /// A delivery that waits for a retry when `shutdown` completes is not retried
@@ -169,7 +170,7 @@ pub async fn run_dispatchers(
     tasks.close();
 
     shutdown.await;
-    info!(in_flight_dispatchers = tasks.len(), "stopping the dispatchers");
+    info!(dispatchers = tasks.len(), "stopping the dispatchers");
     token.cancel();
     tasks.wait().await;
     publisher.close().await;
@@ -198,7 +199,7 @@ fn check_service_urls(routes: &Routes, service_urls: &HashMap<String, Url>) -> R
     )))
 }
 
-/// The URL of a destination: the Service's base URL with the path appended.
+/// Returns the URL of a destination: the Service's base URL with the path appended.
 fn destination_url(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
@@ -206,26 +207,28 @@ fn destination_url(base: &Url, path: &str) -> Url {
     url
 }
 
-/// Whether Knative Eventing retries after this status: the statuses its
-/// dispatcher treats as transient. The in-process broker applies the same rule.
+/// Returns whether Knative Eventing retries after this status, which is one
+/// its dispatcher treats as transient. The in-process broker applies the same rule.
 fn is_retryable_status(status: u16) -> bool {
     matches!(status, 404 | 408 | 409 | 429 | 500..=599)
 }
 
-/// Why one delivery attempt failed.
+/// The cause of a failed delivery attempt.
 #[derive(Debug, Clone)]
 struct Failure {
-    /// The response status, when the destination answered.
+    /// The response status, when the destination sent a response.
     status: Option<u16>,
-    /// What failed, with the start of the response body when there was one.
+    /// Description of the failure, with the start of the response body when
+    /// there was one.
     message: String,
     retryable: bool,
 }
 
 /// The end of the retries of one message.
 enum Outcome {
-    /// The subscriber accepted the event, with this reply.
-    Delivered(Option<Event>),
+    /// The subscriber accepted the event, with this reply. Boxed, because
+    /// an event is ten times the size of the other variants.
+    Delivered(Option<Box<Event>>),
     /// Every attempt failed, or one failed for good.
     Failed(Failure),
     /// Shutdown began while a retry was waiting.
@@ -480,7 +483,9 @@ impl Dispatcher {
                 }
             },
             Outcome::Interrupted => {
-                info!("shutdown began while a retry was waiting; the message goes back to the queue");
+                info!(
+                    "shutdown began while a retry was waiting; the message goes back to the queue"
+                );
                 requeue(&delivery).await;
                 return;
             }
@@ -512,12 +517,16 @@ impl Dispatcher {
                 }
             }
             match self
-                .send(&self.subscriber_url, &self.trigger.subscriber.service, event.clone())
+                .send(
+                    &self.subscriber_url,
+                    &self.trigger.subscriber.service,
+                    event.clone(),
+                )
                 .await
             {
                 Ok(reply) => {
                     debug!(attempt, "delivered");
-                    return Outcome::Delivered(reply);
+                    return Outcome::Delivered(reply.map(Box::new));
                 }
                 Err(failure) => {
                     warn!(attempt, status = failure.status, retryable = failure.retryable, cause = %failure.message, "delivery failed");
@@ -579,7 +588,7 @@ impl Dispatcher {
 
         let invalid_reply = |reason: String| Failure {
             status: Some(status.as_u16()),
-            message: format!("{service} answered {status} with an invalid reply event: {reason}"),
+            message: format!("{service} responded {status} with an invalid reply event: {reason}"),
             retryable: false,
         };
         let headers = response.headers().clone();
@@ -611,7 +620,11 @@ impl Dispatcher {
         let dead_letter = with_failure_extensions(event, &self.subscriber_url, failure);
         let message = encode(&dead_letter)?;
         self.publisher
-            .publish(&self.dead_letter_exchange, &message, self.publish_retry_window)
+            .publish(
+                &self.dead_letter_exchange,
+                &message,
+                self.publish_retry_window,
+            )
             .await?;
         info!(status = failure.status, cause = %failure.message, "delivery failed for good; the event is in the dead-letter queue");
 
@@ -619,7 +632,9 @@ impl Dispatcher {
             &self.dead_letter_url,
             &self.trigger.delivery.dead_letter_sink,
         ) else {
-            warn!("the Trigger has no dead-letter sink; the event stays in the dead-letter queue only");
+            warn!(
+                "the Trigger has no dead-letter sink; the event stays in the dead-letter queue only"
+            );
             return Ok(());
         };
         match self.send(url, &sink.service, dead_letter).await {
@@ -636,7 +651,7 @@ impl Dispatcher {
 }
 
 /// Adds the extensions Knative sets on a dead-lettered event: the
-/// destination URL that failed, the status it answered, and the error text.
+/// destination URL that failed, its response status, and the error text.
 fn with_failure_extensions(event: Event, destination: &Url, failure: &Failure) -> Event {
     let mut builder = EventBuilderV10::from(event)
         .extension("knativeerrordest", destination.as_str())
@@ -669,8 +684,8 @@ fn header_safe(text: &str) -> String {
     safe
 }
 
-/// The error and its sources, which carry the useful part of reqwest errors
-/// ("connection refused").
+/// Joins the error and its sources, which carry the useful part of reqwest
+/// errors ("connection refused").
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -700,7 +715,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Error>
     Ok(body)
 }
 
-/// The start of an error response body, as text, for `knativeerrordata`.
+/// Reads the start of an error response body as text, for `knativeerrordata`.
 async fn read_excerpt(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
     while body.len() < ERROR_DATA_LIMIT {
@@ -716,7 +731,9 @@ async fn read_excerpt(mut response: reqwest::Response) -> String {
 async fn ack(delivery: &Delivery) {
     match delivery.ack(BasicAckOptions::default()).await {
         Ok(true) => {}
-        Ok(false) => warn!("the ack was not sent because the channel is closed; RabbitMQ will redeliver the message"),
+        Ok(false) => warn!(
+            "the ack was not sent because the channel is closed; RabbitMQ will redeliver the message"
+        ),
         Err(err) => warn!(cause = %err, "the ack failed; RabbitMQ will redeliver the message"),
     }
 }
@@ -752,7 +769,10 @@ mod tests {
             destination_url(&base, "/events/dead-letter").as_str(),
             "http://127.0.0.1:8082/events/dead-letter"
         );
-        assert_eq!(destination_url(&base, "/").as_str(), "http://127.0.0.1:8082/");
+        assert_eq!(
+            destination_url(&base, "/").as_str(),
+            "http://127.0.0.1:8082/"
+        );
         let prefixed = Url::parse("http://127.0.0.1:8082/convert/").unwrap();
         assert_eq!(
             destination_url(&prefixed, "/events/dead-letter").as_str(),
@@ -772,7 +792,10 @@ mod tests {
 
     #[test]
     fn header_safe_escapes_and_truncates() {
-        assert_eq!(header_safe(" line one\nline two "), "line one\\u{a}line two");
+        assert_eq!(
+            header_safe(" line one\nline two "),
+            "line one\\u{a}line two"
+        );
         assert_eq!(header_safe("café"), "caf\\u{e9}");
         assert_eq!(header_safe(&"x".repeat(5000)).len(), ERROR_DATA_LIMIT);
     }
@@ -810,6 +833,9 @@ mod tests {
             text("knativeerrordata").as_deref(),
             Some("notify answered with status 503")
         );
-        assert_eq!(text("knativeerrordest").as_deref(), Some("http://127.0.0.1:1/"));
+        assert_eq!(
+            text("knativeerrordest").as_deref(),
+            Some("http://127.0.0.1:1/")
+        );
     }
 }

@@ -38,7 +38,7 @@ use crate::Error;
 /// Prefix of the headers that carry CloudEvent attributes and extensions.
 pub const HEADER_PREFIX: &str = "ce-";
 
-/// The header that carries `specversion`; its presence marks a binary-mode event.
+/// The header that carries `specversion`. Its presence marks a binary-mode event.
 const SPEC_VERSION_HEADER: &str = "ce-specversion";
 
 /// The header copy of `datacontenttype`, which is read only when the message
@@ -58,7 +58,7 @@ pub struct AmqpMessage {
     pub body: Vec<u8>,
 }
 
-/// The header name of a CloudEvent attribute or extension.
+/// Returns the header name of a CloudEvent attribute or extension.
 pub fn header_name(attribute: &str) -> String {
     format!("{HEADER_PREFIX}{attribute}")
 }
@@ -197,9 +197,12 @@ impl ReceivedMessage<'_> {
     }
 }
 
-/// Turns a header value into an attribute value; other AMQP types than
+/// Turns a header value into an attribute value. AMQP types other than
 /// strings, booleans and integers are rejected.
-fn attribute_value(name: &str, value: &AMQPValue) -> cloudevents::message::Result<MessageAttributeValue> {
+fn attribute_value(
+    name: &str,
+    value: &AMQPValue,
+) -> cloudevents::message::Result<MessageAttributeValue> {
     let text = |bytes: &[u8]| {
         String::from_utf8(bytes.to_vec())
             .map(MessageAttributeValue::String)
@@ -256,8 +259,10 @@ impl BinaryDeserializer for ReceivedMessage<'_> {
             }
         }
         if let Some(content_type) = content_type {
-            visitor =
-                visitor.set_attribute("datacontenttype", MessageAttributeValue::String(content_type))?;
+            visitor = visitor.set_attribute(
+                "datacontenttype",
+                MessageAttributeValue::String(content_type),
+            )?;
         }
 
         if self.body.is_empty() {
@@ -329,7 +334,10 @@ mod tests {
     fn encode_writes_prefixed_headers() {
         let message = encode(&sample()).unwrap();
         assert_eq!(header_text(&message, "ce-id").as_deref(), Some("0b5c6a1e"));
-        assert_eq!(header_text(&message, "ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(
+            header_text(&message, "ce-specversion").as_deref(),
+            Some("1.0")
+        );
         assert_eq!(
             header_text(&message, "ce-type").as_deref(),
             Some("dev.audioalchemist.video.uploaded.v1")
@@ -344,12 +352,20 @@ mod tests {
             Some("application/json")
         );
         assert_eq!(
-            message.properties.content_type().as_ref().map(ShortString::as_str),
+            message
+                .properties
+                .content_type()
+                .as_ref()
+                .map(ShortString::as_str),
             Some("application/json")
         );
         assert_eq!(*message.properties.delivery_mode(), Some(PERSISTENT));
         assert_eq!(
-            message.properties.message_id().as_ref().map(ShortString::as_str),
+            message
+                .properties
+                .message_id()
+                .as_ref()
+                .map(ShortString::as_str),
             Some("0b5c6a1e")
         );
         assert_eq!(message.body, br#"{"job_id":42}"#);
@@ -413,7 +429,10 @@ mod tests {
     #[test]
     fn decode_accepts_typed_headers() {
         let mut headers = FieldTable::default();
-        headers.insert("ce-specversion".into(), AMQPValue::ShortString("1.0".into()));
+        headers.insert(
+            "ce-specversion".into(),
+            AMQPValue::ShortString("1.0".into()),
+        );
         headers.insert("ce-id".into(), AMQPValue::LongString("7".into()));
         headers.insert("ce-source".into(), AMQPValue::LongString("/s".into()));
         headers.insert("ce-type".into(), AMQPValue::LongString("t.v1".into()));

@@ -24,6 +24,7 @@ pub mod message;
 pub mod publisher;
 pub mod topology;
 
+pub use connection::check_url;
 pub use dispatcher::{DispatcherOptions, run_dispatchers};
 pub use publisher::RabbitBroker;
 

@@ -37,7 +37,7 @@ use crate::{
 /// How long a publish keeps retrying on fresh connections before it fails.
 pub const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(30);
 
-/// Longest wait for RabbitMQ to confirm one message.
+/// Maximum wait for RabbitMQ to confirm one message.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes messages with confirms and reconnects when the connection drops.
@@ -51,7 +51,7 @@ pub(crate) struct Publisher {
     /// published before any dispatcher runs are kept.
     triggers: Vec<Trigger>,
     session: Mutex<Option<Session>>,
-    /// Number of sessions opened so far.
+    /// Connection attempts so far; numbers the sessions.
     generations: AtomicU64,
     closed: AtomicBool,
 }
@@ -64,11 +64,11 @@ struct Session {
     generation: u64,
 }
 
-/// Why one publish attempt failed.
+/// The cause of a failed publish attempt.
 enum AttemptError {
-    /// RabbitMQ received the message and refused it; retrying will not help.
+    /// RabbitMQ received the message and rejected it, so retrying will not help.
     Nacked,
-    /// The channel or connection failed; a fresh one may succeed.
+    /// The channel or connection failed, and a fresh one may succeed.
     Channel(String),
 }
 
@@ -114,7 +114,9 @@ impl Publisher {
         let mut backoff = Backoff::new();
         for attempt in 1u32.. {
             if self.closed.load(Ordering::Acquire) {
-                return Err(Error::Unavailable("the RabbitMQ publisher is closed".to_owned()));
+                return Err(Error::Unavailable(
+                    "the RabbitMQ publisher is closed".to_owned(),
+                ));
             }
             let cause = match self.channel().await {
                 Ok((channel, generation)) => {
@@ -122,7 +124,7 @@ impl Publisher {
                         Ok(()) => return Ok(()),
                         Err(AttemptError::Nacked) => {
                             return Err(Error::Unavailable(format!(
-                                "RabbitMQ refused (nacked) the message for exchange {exchange}"
+                                "RabbitMQ rejected (nacked) the message for exchange {exchange}"
                             )));
                         }
                         Err(AttemptError::Channel(cause)) => {
@@ -152,7 +154,7 @@ impl Publisher {
         self.channel().await.map(|_| ())
     }
 
-    /// Closes the connection; later publishes fail.
+    /// Closes the connection. Later publishes fail.
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         if let Some(session) = self.session.lock().await.take() {
@@ -160,15 +162,18 @@ impl Publisher {
         }
     }
 
-    /// The channel of the current session, after opening a new session when
-    /// there is none or the current one is no longer connected.
+    /// Returns the channel of the current session, after opening a new
+    /// session when there is none or the current one is no longer connected.
     async fn channel(&self) -> Result<(Channel, u64), Error> {
         let mut session = self.session.lock().await;
         if let Some(current) = session.as_ref() {
             if current.connection.status().connected() && current.channel.status().connected() {
                 return Ok((current.channel.clone(), current.generation));
             }
-            debug!(generation = current.generation, "the RabbitMQ connection is no longer open");
+            debug!(
+                generation = current.generation,
+                "the RabbitMQ connection is no longer open"
+            );
         }
         if let Some(old) = session.take() {
             connection::close(&old.connection).await;
@@ -234,7 +239,10 @@ impl Publisher {
         {
             drop(session);
             connection::close(&old.connection).await;
-            debug!(generation, "discarded the RabbitMQ session after a failed publish");
+            debug!(
+                generation,
+                "discarded the RabbitMQ session after a failed publish"
+            );
         }
     }
 }
@@ -273,7 +281,8 @@ async fn publish_once(
 ///
 /// Publishing returns once RabbitMQ has confirmed that it stored the event in
 /// every matching Trigger queue. The dispatchers started by
-/// [`run_dispatchers`](super::run_dispatchers) deliver it from there.
+/// [`run_dispatchers`](super::run_dispatchers) deliver it from there. An
+/// event that no Trigger matches is dropped, as a Knative Broker drops it.
 #[derive(Clone)]
 pub struct RabbitBroker {
     publisher: std::sync::Arc<Publisher>,
@@ -321,12 +330,12 @@ impl RabbitBroker {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] when RabbitMQ cannot be reached or refuses a declaration.
+    /// [`Error::Unavailable`] when RabbitMQ cannot be reached or rejects a declaration.
     pub async fn connect(&self) -> Result<(), Error> {
         self.publisher.connect().await
     }
 
-    /// Closes the connection; publishing afterwards fails with [`Error::Unavailable`].
+    /// Closes the connection. Publishing afterwards fails with [`Error::Unavailable`].
     pub async fn close(&self) {
         self.publisher.close().await;
     }

@@ -42,22 +42,23 @@ use crate::{Error, triggers::Trigger};
 /// Prefix of every exchange and queue name.
 pub const NAME_PREFIX: &str = "alchemist";
 
-/// The headers exchange of the Broker named `broker`.
+/// Returns the name of the headers exchange of the Broker named `broker`.
 pub fn exchange_name(broker: &str) -> String {
     format!("{NAME_PREFIX}.broker.{broker}")
 }
 
-/// The queue the dispatcher of the Trigger named `trigger` consumes.
+/// Returns the name of the queue that the dispatcher of the Trigger named
+/// `trigger` consumes.
 pub fn queue_name(trigger: &str) -> String {
     format!("{NAME_PREFIX}.trigger.{trigger}")
 }
 
-/// The exchange that feeds the Trigger's dead-letter queue.
+/// Returns the name of the exchange that feeds the Trigger's dead-letter queue.
 pub fn dead_letter_exchange_name(trigger: &str) -> String {
     format!("{NAME_PREFIX}.trigger.{trigger}.dlx")
 }
 
-/// The queue that keeps every event the Trigger gave up on.
+/// Returns the name of the queue that keeps every event the Trigger gave up on.
 pub fn dead_letter_queue_name(trigger: &str) -> String {
     format!("{NAME_PREFIX}.trigger.{trigger}.dlq")
 }
@@ -105,7 +106,7 @@ fn quorum_queue_arguments() -> FieldTable {
     arguments
 }
 
-/// The binding arguments that make the headers exchange apply the Trigger's filter.
+/// Builds the binding arguments that make the headers exchange apply the Trigger's filter.
 fn binding_arguments(trigger: &Trigger) -> Result<FieldTable, Error> {
     let mut arguments = FieldTable::default();
     arguments.insert(

@@ -49,6 +49,17 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
+        /// Run each function as its own process on MySQL, RabbitMQ and MongoDB
+        /// (DATABASE_URL, AMQP_URL, MONGODB_URL), on the next four ports, with
+        /// the RabbitMQ dispatcher; the given port routes to them.
+        #[arg(long)]
+        services: bool,
+    },
+    /// Serve one function from the environment, as its own container image does.
+    Serve {
+        /// login, upload, convert, notify, or dispatcher (the RabbitMQ dispatcher).
+        #[arg(value_parser = ["login", "upload", "convert", "notify", "dispatcher"])]
+        function: String,
     },
     /// Manage user accounts.
     User {
@@ -71,8 +82,11 @@ enum UserCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_dev = matches!(cli.command, Command::Dev { .. });
-    telemetry::init_text(if is_dev { "info,sqlx=warn" } else { "warn" });
+    match cli.command {
+        Command::Serve { .. } => telemetry::init_json(),
+        Command::Dev { .. } => telemetry::init_text("info,sqlx=warn"),
+        _ => telemetry::init_text("warn"),
+    }
 
     match run(cli).await {
         Ok(code) => code,
@@ -84,6 +98,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Serve { function } = &cli.command {
+        serve_function(function).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut options = StackOptions::from_env(&ProcessEnv)?;
     match cli.command {
         Command::Convert {
@@ -97,7 +115,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             convert(options, out, bitrate, files).await
         }
-        Command::Dev { port, host } => dev(options, SocketAddr::new(host, port)).await,
+        Command::Dev {
+            port,
+            host,
+            services: false,
+        } => dev(options, SocketAddr::new(host, port)).await,
+        Command::Dev {
+            port,
+            host,
+            services: true,
+        } => dev_services(options, SocketAddr::new(host, port)).await,
+        Command::Serve { .. } => unreachable!("handled above"),
         Command::User {
             command: UserCommand::Add { email, admin },
         } => add_user(options, &email, admin).await,
@@ -197,18 +225,53 @@ async fn dev(options: StackOptions, addr: SocketAddr) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+async fn serve_function(function: &str) -> anyhow::Result<()> {
+    let shutdown = serve::shutdown_signal();
+    match function {
+        "login" => alchemist_login::run(&ProcessEnv, shutdown).await,
+        "upload" => alchemist_upload::run(&ProcessEnv, shutdown).await,
+        "convert" => alchemist_convert::run(&ProcessEnv, shutdown).await,
+        "notify" => alchemist_notify::run(&ProcessEnv, shutdown).await,
+        "dispatcher" => alchemist_dispatcher::run(&ProcessEnv, shutdown).await,
+        other => anyhow::bail!("unknown function {other}"),
+    }
+}
+
+async fn dev_services(options: StackOptions, addr: SocketAddr) -> anyhow::Result<ExitCode> {
+    alchemist_convert::media::check_tools().map_err(anyhow::Error::msg)?;
+    let urls = alchemist::services::ServiceUrls::from_env()?;
+    let stack_secrets = Stack::secrets(&options).await?;
+
+    let store = alchemist_runtime::sql::SqlStore::connect(&urls.database_url)
+        .await
+        .context("cannot connect to DATABASE_URL")?;
+    ensure_admin_in(&store).await?;
+
+    let program = std::env::current_exe().context("cannot find this program's path")?;
+    let processes =
+        alchemist::services::start(&program, addr.port(), &urls, &stack_secrets).await?;
+    for (name, url) in &processes.urls {
+        eprintln!("{name:8} {url}");
+    }
+    eprintln!("webhook signing secret: {}", stack_secrets.webhook);
+    eprintln!("front port: http://{addr}");
+
+    let served =
+        alchemist::services::serve_front(&processes.urls, addr, serve::shutdown_signal()).await;
+    processes.stop(serve::SHUTDOWN_GRACE).await;
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Creates the first admin from `ALCHEMIST_ADMIN_EMAIL` and
 /// `ALCHEMIST_ADMIN_PASSWORD`, or with generated credentials printed once.
 async fn ensure_admin(stack: &Stack) -> anyhow::Result<()> {
-    if stack.store.count_users().await?
-        > u64::from(
-            stack
-                .store
-                .user_by_email(batch::LOCAL_USER)
-                .await?
-                .is_some(),
-        )
-    {
+    ensure_admin_in(stack.store.as_ref()).await
+}
+
+async fn ensure_admin_in(store: &dyn alchemist_runtime::store::Store) -> anyhow::Result<()> {
+    let local_users = u64::from(store.user_by_email(batch::LOCAL_USER).await?.is_some());
+    if store.count_users().await? > local_users {
         return Ok(());
     }
     let env_email = std::env::var("ALCHEMIST_ADMIN_EMAIL")
@@ -224,7 +287,7 @@ async fn ensure_admin(stack: &Stack) -> anyhow::Result<()> {
     let password = env_password.unwrap_or_else(|| hex::encode(rand::random::<[u8; 12]>()));
 
     let hash = alchemist_runtime::password::hash(password.clone()).await?;
-    stack.store.create_user(&email, &hash, Role::Admin).await?;
+    store.create_user(&email, &hash, Role::Admin).await?;
     if generated {
         eprintln!(
             "created admin user {email} with password {password} (shown once; set ALCHEMIST_ADMIN_PASSWORD to choose one)"

@@ -117,30 +117,14 @@ impl Stack {
         );
         let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::open(data_dir.join("blobs")).await?);
 
-        let jwt_secret = match options.jwt_secret {
-            Some(secret) => secret,
-            None => {
-                kept_secret(&data_dir.join("jwt-secret"), || {
-                    hex::encode(rand::random::<[u8; 32]>())
-                })
-                .await?
-            }
-        };
+        let secrets = Stack::secrets(&options).await?;
         let keys = Arc::new(JwtKeys::new(
-            jwt_secret.as_bytes(),
+            secrets.jwt.as_bytes(),
             DEFAULT_ISSUER,
             DEFAULT_ISSUER,
             DEFAULT_TTL_SECONDS,
         ));
-        let webhook_text = match options.webhook_secret {
-            Some(secret) => secret,
-            None => {
-                kept_secret(&data_dir.join("webhook-secret"), || {
-                    WebhookSecret::generate().to_text()
-                })
-                .await?
-            }
-        };
+        let webhook_text = secrets.webhook;
         let webhook_secret = WebhookSecret::parse(&webhook_text).map_err(anyhow::Error::msg)?;
 
         let overrides = HashMap::from([(CONVERT_TRIGGER.to_owned(), options.parallelism.max(1))]);
@@ -211,6 +195,38 @@ impl Stack {
             relay,
             relay_task: tokio::sync::Mutex::new(Some(relay_task)),
         })
+    }
+
+    /// The token and webhook secrets: `JWT_SECRET` and `WEBHOOK_SECRET` when
+    /// set, otherwise secrets generated once and kept in the data directory.
+    ///
+    /// # Errors
+    ///
+    /// When the data directory or a secret file cannot be created or read.
+    pub async fn secrets(options: &StackOptions) -> anyhow::Result<crate::services::Secrets> {
+        let data_dir = &options.data_dir;
+        tokio::fs::create_dir_all(data_dir)
+            .await
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let jwt = match &options.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                kept_secret(&data_dir.join("jwt-secret"), || {
+                    hex::encode(rand::random::<[u8; 32]>())
+                })
+                .await?
+            }
+        };
+        let webhook = match &options.webhook_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                kept_secret(&data_dir.join("webhook-secret"), || {
+                    WebhookSecret::generate().to_text()
+                })
+                .await?
+            }
+        };
+        Ok(crate::services::Secrets { jwt, webhook })
     }
 
     /// Stops the outbox relay, then waits for every event in flight and stops the broker.

@@ -327,6 +327,40 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
     }
 }
 
+/// Streams the video into the work directory for ffmpeg, as `input` without
+/// an extension, so that ffprobe detects the format from the content.
+async fn copy_video(
+    state: &AppState,
+    uploaded: &VideoUploaded,
+    work: &std::path::Path,
+) -> Result<PathBuf, Outcome> {
+    let input = work.join("input");
+    let reader = match state
+        .blobs
+        .open(Bucket::Videos, &uploaded.video_id, 0)
+        .await
+    {
+        Ok(reader) => reader,
+        Err(alchemist_runtime::Error::NotFound(_)) => {
+            return Err(Outcome::Rejected {
+                reason: FailureReason::Empty,
+                detail: "the video blob is missing".into(),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let failed =
+        |err: std::io::Error| Outcome::Retry(Error::Tool(format!("cannot copy the video: {err}")));
+    let file = tokio::fs::File::create(&input).await.map_err(failed)?;
+    let mut writer = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
+    let mut reader = tokio::io::BufReader::with_capacity(1024 * 1024, reader);
+    tokio::io::copy_buf(&mut reader, &mut writer)
+        .await
+        .map_err(failed)?;
+    writer.flush().await.map_err(failed)?;
+    Ok(input)
+}
+
 enum Outcome {
     Rejected {
         reason: FailureReason,
@@ -351,34 +385,13 @@ async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<Event
                 "cannot create a work directory: {err}"
             )))
         })?;
-    // No extension, so that ffprobe detects the format from the content.
-    let input = work.path().join("input");
     let output = work.path().join("output.mp3");
-
-    let mut reader = match state
-        .blobs
-        .open(Bucket::Videos, &uploaded.video_id, 0)
-        .await
-    {
-        Ok(reader) => reader,
-        Err(alchemist_runtime::Error::NotFound(_)) => {
-            return Err(Outcome::Rejected {
-                reason: FailureReason::Empty,
-                detail: "the video blob is missing".into(),
-            });
-        }
-        Err(err) => return Err(err.into()),
+    let input = match state.blobs.local_path(Bucket::Videos, &uploaded.video_id) {
+        // A blob kept as a file is read in place; its name is a UUID without
+        // an extension, so ffprobe detects the format from the content.
+        Some(path) => path,
+        None => copy_video(state, uploaded, work.path()).await?,
     };
-    let mut file = tokio::fs::File::create(&input).await.map_err(|err| {
-        Outcome::Retry(Error::Tool(format!("cannot write the input file: {err}")))
-    })?;
-    tokio::io::copy(&mut reader, &mut file)
-        .await
-        .map_err(|err| Outcome::Retry(Error::Tool(format!("cannot copy the video: {err}"))))?;
-    file.flush()
-        .await
-        .map_err(|err| Outcome::Retry(Error::Tool(err.to_string())))?;
-    drop(file);
 
     let options = EncodeOptions {
         bitrate_kbps: uploaded.bitrate_kbps,
@@ -440,4 +453,36 @@ async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<Event
         &job_id.to_string(),
         &payload,
     )))
+}
+
+/// Reads the configuration from `env`, checks ffmpeg, connects, and serves on
+/// `$PORT` until `shutdown` completes.
+///
+/// # Errors
+///
+/// Every invalid variable at once, a missing ffmpeg, or the error of
+/// connecting or serving.
+pub async fn run(
+    env: &dyn Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let mut reader = Reader::new(env);
+    let config = Config::read(&mut reader);
+    let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, true);
+    reader.finish()?;
+    let settings = settings.expect("finish() fails when a required variable is missing");
+    media::check_tools().map_err(anyhow::Error::msg)?;
+    let deps = settings.connect().await?;
+
+    let state = AppState {
+        store: deps.store,
+        blobs: deps.blobs.expect("blobs were requested"),
+        config: Arc::new(config),
+    };
+    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    alchemist_runtime::serve::serve(app(state), addr, shutdown)
+        .await
+        .context("serving the convert function failed")
 }

@@ -42,6 +42,10 @@ const PROTOCOL_WHITELIST: &str = "file";
 /// asks for 256 MB). Pictures above it are skipped; the audio is unaffected.
 const MAX_PIXELS: &str = "16777216";
 
+/// Largest single memory block ffmpeg and ffprobe may allocate (256 MiB), so
+/// that a header declaring a huge frame fails instead of exhausting memory.
+const MAX_ALLOC: &str = "268435456";
+
 /// Limits on one conversion.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -149,11 +153,14 @@ pub async fn convert(
     sniff(input).await?;
 
     let probe = probe(input, limits).await?;
-    let stream = choose_stream(&probe)
+    let mut stream = choose_stream(&probe)
         .ok_or_else(|| {
             MediaError::rejected(FailureReason::NoAudio, "no audio stream with samples")
         })?
         .clone();
+    if probe.audio.len() > 1 {
+        stream = avoid_silence(input, &probe, stream, limits).await;
+    }
     debug!(format = %probe.format, stream = stream.index, codec = %stream.codec, "probed");
 
     let log = encode(input, output, &probe, &stream, options, limits).await?;
@@ -169,6 +176,13 @@ pub async fn convert(
         return Err(MediaError::rejected(
             FailureReason::LimitExceeded,
             "the MP3 reached the output size limit",
+        ));
+    }
+    // -t stops at the limit without an error; a result that reaches it was cut.
+    if measured.duration_seconds + 0.5 >= limits.max_duration_seconds as f64 {
+        return Err(MediaError::rejected(
+            FailureReason::LimitExceeded,
+            "the audio is longer than the duration limit",
         ));
     }
     if log.input_truncated {
@@ -285,6 +299,8 @@ async fn probe(input: &Path, limits: &Limits) -> Result<Probe, MediaError> {
             FORMAT_WHITELIST,
             "-max_pixels",
             MAX_PIXELS,
+            "-max_alloc",
+            MAX_ALLOC,
             "-show_entries",
             "format=format_name,duration:stream=index,codec_type,codec_name,sample_rate,channels:stream_disposition=default,attached_pic",
         ],
@@ -330,15 +346,104 @@ async fn probe(input: &Path, limits: &Limits) -> Result<Probe, MediaError> {
 
 /// Picks the audio stream to extract: the first stream flagged default among
 /// those with samples, or the first such stream when none is flagged.
-///
-/// NOTE: when several streams qualify, a stream of digital silence is not yet
-/// detected; the default disposition decides.
+/// `convert` then swaps it for another when it is digital silence.
 pub fn choose_stream(probe: &Probe) -> Option<&AudioStream> {
     probe
         .audio
         .iter()
         .find(|stream| stream.is_default)
         .or_else(|| probe.audio.first())
+}
+
+/// Loudest level (dBFS) at or below which a stream counts as digital silence.
+const SILENCE_DB: f64 = -90.0;
+
+/// Seconds of each stream measured when looking for silence.
+const SILENCE_PROBE_SECONDS: &str = "60";
+
+/// Replaces `chosen` with another audio stream when `chosen` is digital
+/// silence over its first minute and the other is not: a muted track flagged
+/// default, or listed first, must not win over the one with sound. Any
+/// failure to measure keeps `chosen`.
+async fn avoid_silence(
+    input: &Path,
+    probe: &Probe,
+    chosen: AudioStream,
+    limits: &Limits,
+) -> AudioStream {
+    match max_volume(input, &probe.format, chosen.index, limits).await {
+        Some(level) if level <= SILENCE_DB => {}
+        _ => return chosen,
+    }
+    for other in probe
+        .audio
+        .iter()
+        .filter(|other| other.index != chosen.index)
+    {
+        if max_volume(input, &probe.format, other.index, limits)
+            .await
+            .is_some_and(|level| level > SILENCE_DB)
+        {
+            debug!(
+                silent = chosen.index,
+                chosen = other.index,
+                "the preferred audio stream is silent; using another"
+            );
+            return other.clone();
+        }
+    }
+    chosen
+}
+
+/// The loudest sample of a stream's first minute in dBFS, from ffmpeg's volumedetect.
+async fn max_volume(input: &Path, format: &str, index: u32, limits: &Limits) -> Option<f64> {
+    let demuxer = format.split(',').next().unwrap_or(format);
+    let mut command = tokio::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
+    command
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-protocol_whitelist",
+            PROTOCOL_WHITELIST,
+        ])
+        .args([
+            "-format_whitelist",
+            FORMAT_WHITELIST,
+            "-max_pixels",
+            MAX_PIXELS,
+            "-f",
+            demuxer,
+            "-i",
+        ])
+        .arg(input)
+        .args([
+            "-map",
+            &format!("0:{index}"),
+            "-t",
+            SILENCE_PROBE_SECONDS,
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(limits.timeout, command.output())
+        .await
+        .ok()?
+        .ok()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let value = stderr
+        .lines()
+        .find_map(|line| line.split("max_volume:").nth(1))?;
+    let value = value.trim().trim_end_matches("dB").trim();
+    if value == "-inf" {
+        return Some(f64::NEG_INFINITY);
+    }
+    value.parse().ok()
 }
 
 /// Runs ffprobe with `args` on `input` and parses its JSON output, mapping its
@@ -440,7 +545,14 @@ async fn encode(
             "-format_whitelist",
             FORMAT_WHITELIST,
         ])
-        .args(["-max_pixels", MAX_PIXELS, "-f", &demuxer])
+        .args([
+            "-max_pixels",
+            MAX_PIXELS,
+            "-max_alloc",
+            MAX_ALLOC,
+            "-f",
+            &demuxer,
+        ])
         .input(input)
         .map(format!("0:{}", stream.index))
         .args([
@@ -475,17 +587,24 @@ async fn encode(
     // The event iterator blocks on ffmpeg's pipes, so it runs on a blocking thread.
     let reader = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
+        let mut truncated = false;
         for event in events {
             match event {
-                FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) => errors.push(line),
-                FfmpegEvent::Log(LogLevel::Warning, line) => debug!(ffmpeg = %line, "warning"),
-                FfmpegEvent::Error(line) => errors.push(line),
+                FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line)
+                | FfmpegEvent::Error(line) => {
+                    truncated |= is_truncation(&line);
+                    errors.push(line);
+                }
+                FfmpegEvent::Log(LogLevel::Warning, line) => {
+                    truncated |= is_truncation(&line);
+                    debug!(ffmpeg = %line, "warning");
+                }
                 _ => {}
             }
         }
-        errors
+        (errors, truncated)
     });
-    let errors = match tokio::time::timeout(limits.timeout, reader).await {
+    let (errors, input_truncated) = match tokio::time::timeout(limits.timeout, reader).await {
         Ok(joined) => joined
             .map_err(|err| MediaError::Internal(format!("ffmpeg reader task failed: {err}")))?,
         Err(_) => {
@@ -523,10 +642,29 @@ async fn encode(
     if !status.success() {
         return Err(classify_failure(&joined));
     }
+    let written = tokio::fs::metadata(output)
+        .await
+        .map(|metadata| metadata.len())
+        .unwrap_or(0);
     Ok(EncodeLog {
-        input_truncated: false,
-        output_limit_reached: false,
+        input_truncated,
+        // ffmpeg stops at -fs without an error, so a full-size file means the limit cut it.
+        output_limit_reached: written >= limits.max_output_bytes,
     })
+}
+
+/// Whether an ffmpeg log line says the input ended before its container said
+/// it would. The wording is ffmpeg's (checked against ffmpeg 5.1): the MP4
+/// demuxer reports a "partial file", the Matroska demuxer a file that "ended
+/// prematurely".
+fn is_truncation(line: &str) -> bool {
+    [
+        "partial file",
+        "File ended prematurely",
+        "Truncating packet",
+    ]
+    .iter()
+    .any(|marker| line.contains(marker))
 }
 
 /// MP3 has no 8, 11.025, 12, 16, 22.05 or 24 kHz that every player accepts

@@ -352,3 +352,129 @@ async fn readiness_checks_dependencies() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn cut_file_keeps_audio_with_warning() {
+    let fx = fixture().await;
+    let dir = fx.deps.dir.path();
+    // With the index at the front, a file cut in half still holds its first half of audio.
+    let whole = testing::make_media(
+        dir,
+        "front.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=8",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10:duration=8",
+            "-c:a",
+            "aac",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-movflags",
+            "+faststart",
+        ],
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("cut-front.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let payload = fx.queue(&cut, None).await;
+
+    let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    let converted: AudioConverted = parse_payload(&reply.expect("a reply event")).unwrap();
+    assert_eq!(converted.warnings, vec!["truncated".to_owned()]);
+    assert!(
+        converted.duration_seconds > 1.0 && converted.duration_seconds < 7.0,
+        "{}",
+        converted.duration_seconds
+    );
+    let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
+    assert_eq!(job.warnings, vec!["truncated".to_owned()]);
+}
+
+#[tokio::test]
+async fn silent_first_track_is_skipped() {
+    let fx = fixture().await;
+    let dir = fx.deps.dir.path();
+    // Two tracks, neither flagged default: the first is digital silence.
+    let input = testing::make_media(
+        dir,
+        "two-tracks.mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=sample_rate=48000:channel_layout=stereo",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=3",
+            "-map",
+            "0:a",
+            "-map",
+            "1:a",
+            "-t",
+            "3",
+            "-c:a",
+            "flac",
+            "-disposition:a:0",
+            "0",
+            "-disposition:a:1",
+            "0",
+        ],
+    );
+    let payload = fx.queue(&input, None).await;
+
+    let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    let converted: AudioConverted = parse_payload(&reply.expect("a reply event")).unwrap();
+    let mp3 = fx.write_audio(&converted.audio_id).await;
+    let volume = testing::mean_volume_db(&mp3);
+    assert!(volume > -40.0, "the silent track was chosen ({volume} dB)");
+}
+
+#[tokio::test]
+async fn duration_limit_rejects_long_audio() {
+    let deps = testing::temp_deps().await;
+    let owner = testing::add_user(
+        deps.store.as_ref(),
+        "owner@example.com",
+        "password123",
+        Role::User,
+    )
+    .await
+    .id;
+    let limits = alchemist_convert::media::Limits {
+        max_duration_seconds: 2,
+        ..Default::default()
+    };
+    let config = Config {
+        work_dir: deps.dir.path().to_path_buf(),
+        limits,
+        ..Config::default()
+    };
+    let router = app(AppState {
+        store: deps.store.clone(),
+        blobs: deps.blobs.clone(),
+        config: Arc::new(config),
+    });
+    let fx = Fixture {
+        deps,
+        router,
+        owner,
+    };
+    let input = testing::video_with_audio(fx.deps.dir.path(), "long.mp4", 4);
+    let payload = fx.queue(&input, None).await;
+
+    let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    let failed: ConversionFailed = parse_payload(&reply.expect("a reply event")).unwrap();
+    assert_eq!(failed.reason, FailureReason::LimitExceeded);
+    assert_eq!(fx.audio_blob_count(), 0);
+}

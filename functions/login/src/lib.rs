@@ -198,3 +198,36 @@ async fn login(
 async fn validate(Authenticated(claims): Authenticated) -> Json<Claims> {
     Json(claims)
 }
+
+/// Reads the configuration from `env`, connects, and serves on `$PORT` until
+/// `shutdown` completes.
+///
+/// # Errors
+///
+/// Every invalid variable at once, or the error of connecting or serving.
+pub async fn run(
+    env: &dyn alchemist_runtime::config::Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let mut reader = alchemist_runtime::config::Reader::new(env);
+    let jwt = alchemist_runtime::jwt::JwtConfig::read(&mut reader);
+    let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, false);
+    reader.finish()?;
+    let (Some(jwt), Some(settings)) = (jwt, settings) else {
+        unreachable!("finish() fails when a required variable is missing")
+    };
+    let deps = settings.connect().await?;
+    password::warm_up();
+
+    let state = AppState {
+        store: deps.store,
+        keys: Arc::new(JwtKeys::from(&jwt)),
+        limiter: Arc::new(FailureLimiter::new()),
+    };
+    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    alchemist_runtime::serve::serve(app(state), addr, shutdown)
+        .await
+        .context("serving the login function failed")
+}

@@ -354,3 +354,34 @@ async fn send(
     }
     delivery
 }
+
+/// Reads the configuration from `env`, connects, and serves on `$PORT` until
+/// `shutdown` completes.
+///
+/// # Errors
+///
+/// Every invalid variable at once, or the error of connecting or serving.
+pub async fn run(
+    env: &dyn alchemist_runtime::config::Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let mut reader = Reader::new(env);
+    let config = Config::read(&mut reader);
+    let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, false);
+    reader.finish()?;
+    let (Some(config), Some(settings)) = (config, settings) else {
+        unreachable!("finish() fails when a required variable is missing")
+    };
+    let deps = settings.connect().await?;
+
+    let state = AppState {
+        store: deps.store,
+        config: Arc::new(config),
+    };
+    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    alchemist_runtime::serve::serve(app(state), addr, shutdown)
+        .await
+        .context("serving the notify function failed")
+}

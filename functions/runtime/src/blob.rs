@@ -89,6 +89,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob; removing one that does not exist succeeds.
     async fn delete(&self, bucket: Bucket, id: &str) -> Result<(), Error>;
+
+    /// The blob as a local file that may be read in place, when the store
+    /// keeps blobs as files; readers must not modify it.
+    fn local_path(&self, _bucket: Bucket, _id: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Blob ids are UUIDs; anything else is refused before it can become a path.
@@ -227,6 +233,10 @@ impl BlobStore for DirBlobStore {
             file.seek(std::io::SeekFrom::Start(offset)).await?;
         }
         Ok(Box::pin(file))
+    }
+
+    fn local_path(&self, bucket: Bucket, id: &str) -> Option<PathBuf> {
+        self.path(bucket, id).ok().filter(|path| path.is_file())
     }
 
     async fn delete(&self, bucket: Bucket, id: &str) -> Result<(), Error> {

@@ -23,54 +23,88 @@ pub const ENV_MONGODB_URL: &str = "MONGODB_URL";
 pub struct Dependencies {
     pub port: u16,
     pub store: Arc<dyn Store>,
-    pub blobs: Arc<dyn BlobStore>,
+    /// The blob store, for the functions that read or write media.
+    pub blobs: Option<Arc<dyn BlobStore>>,
 }
 
-impl Dependencies {
-    /// Reads `PORT`, `DATABASE_URL` and either `MONGODB_URL` (blobs in GridFS)
-    /// or, when that is unset, `BLOB_DIR` (blobs in a directory), then connects.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] listing every missing or invalid variable, or the
-    /// error of connecting to the database or the blob store.
-    pub async fn from_env(env: &dyn Env) -> Result<Dependencies, Error> {
-        let mut reader = Reader::new(env);
+/// The variables of [`Dependencies`], read and checked before anything connects.
+pub struct DependencySettings {
+    port: u16,
+    database_url: String,
+    blob_location: Option<BlobLocation>,
+}
+
+impl DependencySettings {
+    /// Reads `PORT`, `DATABASE_URL` and, when `with_blobs` is set, either
+    /// `MONGODB_URL` (blobs in GridFS) or `BLOB_DIR` (blobs in a directory).
+    /// Problems are recorded in `reader`; `None` means one was recorded.
+    pub fn read(reader: &mut Reader<'_>, with_blobs: bool) -> Option<DependencySettings> {
         let port = reader.parse_or(ENV_PORT, 8080u16);
         let database_url = reader.required(
             ENV_DATABASE_URL,
             "the SQL database, sqlite:PATH or mysql://USER:PASSWORD@HOST/DB",
         );
-        let blob_location = read_blob_location(&mut reader);
-        reader.finish()?;
-        let (Some(database_url), Some(blob_location)) = (database_url, blob_location) else {
-            unreachable!("finish() fails when a required variable is missing");
+        let blob_location = if with_blobs {
+            Some(read_blob_location(reader)?)
+        } else {
+            None
         };
+        Some(DependencySettings {
+            port,
+            database_url: database_url?,
+            blob_location,
+        })
+    }
 
-        let store = SqlStore::connect(&database_url).await?;
-        let blobs: Arc<dyn BlobStore> = match blob_location {
-            BlobLocation::GridFs(url) => {
+    /// Connects to the database (applying its migrations) and the blob store.
+    ///
+    /// # Errors
+    ///
+    /// The error of connecting to the database or the blob store.
+    pub async fn connect(self) -> Result<Dependencies, Error> {
+        let store = SqlStore::connect(&self.database_url).await?;
+        let blobs: Option<Arc<dyn BlobStore>> = match self.blob_location {
+            None => None,
+            Some(BlobLocation::GridFs(url)) => {
                 let blobs = GridFsBlobStore::connect(&url).await?;
                 tracing::info!(
                     database = blobs.database().name(),
                     "storing blobs in MongoDB GridFS"
                 );
-                Arc::new(blobs)
+                Some(Arc::new(blobs))
             }
-            BlobLocation::Directory(dir) => {
+            Some(BlobLocation::Directory(dir)) => {
                 let blobs = DirBlobStore::open(dir).await?;
                 tracing::info!(
                     directory = %blobs.root().display(),
                     "storing blobs in a directory"
                 );
-                Arc::new(blobs)
+                Some(Arc::new(blobs))
             }
         };
         Ok(Dependencies {
-            port,
+            port: self.port,
             store: Arc::new(store),
             blobs,
         })
+    }
+}
+
+impl Dependencies {
+    /// Reads the variables of [`DependencySettings::read`] from `env` alone, then connects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] listing every missing or invalid variable, or the
+    /// error of connecting to the database or the blob store.
+    pub async fn from_env(env: &dyn Env, with_blobs: bool) -> Result<Dependencies, Error> {
+        let mut reader = Reader::new(env);
+        let settings = DependencySettings::read(&mut reader, with_blobs);
+        reader.finish()?;
+        settings
+            .expect("finish() fails when a variable is missing")
+            .connect()
+            .await
     }
 }
 
@@ -161,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn every_bad_variable_is_reported() {
         let env = HashMap::from([("PORT", "eighty"), ("MONGODB_URL", "not a url")]);
-        let err = match Dependencies::from_env(&env).await {
+        let err = match Dependencies::from_env(&env, true).await {
             Ok(_) => panic!("from_env accepted an invalid environment"),
             Err(err) => err.to_string(),
         };

@@ -105,3 +105,75 @@ pub fn routes(state: AppState) -> Router {
         .route("/jobs/{id}/audio", get(download::get_audio))
         .with_state(state)
 }
+
+/// Reads the configuration from `env`, connects, starts the outbox relay, and
+/// serves on `$PORT` until `shutdown` completes.
+///
+/// Events go to `K_SINK` when it is set (Knative's SinkBinding sets it),
+/// otherwise to RabbitMQ at `AMQP_URL`.
+///
+/// # Errors
+///
+/// Every invalid variable at once, or the error of connecting or serving.
+pub async fn run(
+    env: &dyn alchemist_runtime::config::Env,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use alchemist_events::{http_broker::HttpSinkBroker, rabbitmq::RabbitBroker, triggers::Routes};
+    use anyhow::Context;
+
+    let mut reader = Reader::new(env);
+    let jwt = alchemist_runtime::jwt::JwtConfig::read(&mut reader);
+    let config = Config::read(&mut reader);
+    let lease = alchemist_runtime::config::job_lease(&mut reader);
+    let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, true);
+    let sink = reader.optional("K_SINK");
+    let amqp_url = reader.optional("AMQP_URL");
+    if sink.is_none() && amqp_url.is_none() {
+        reader.problem("neither K_SINK nor AMQP_URL is set: set K_SINK to the broker's URL (Knative's SinkBinding does) or AMQP_URL to RabbitMQ");
+    }
+    reader.finish()?;
+    let (Some(jwt), Some(settings)) = (jwt, settings) else {
+        unreachable!("finish() fails when a required variable is missing")
+    };
+
+    let broker: Arc<dyn Broker> = match (sink, amqp_url) {
+        (Some(sink), _) => {
+            Arc::new(HttpSinkBroker::new(&sink).context("K_SINK is not a valid URL")?)
+        }
+        (None, Some(url)) => Arc::new(
+            RabbitBroker::new(
+                &url,
+                &Routes::embedded(),
+                alchemist_events::rabbitmq::DEFAULT_BROKER,
+            )
+            .context("AMQP_URL is not valid")?,
+        ),
+        (None, None) => unreachable!("finish() fails when neither is set"),
+    };
+    let deps = settings.connect().await?;
+
+    let relay_stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(outbox::run_relay(
+        deps.store.clone(),
+        broker.clone(),
+        outbox::RelayConfig {
+            lease,
+            ..outbox::RelayConfig::default()
+        },
+        relay_stop.clone().cancelled_owned(),
+    ));
+
+    let state = AppState {
+        store: deps.store,
+        blobs: deps.blobs.expect("blobs were requested"),
+        broker,
+        keys: Arc::new(JwtKeys::from(&jwt)),
+        config: Arc::new(config),
+    };
+    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    let served = alchemist_runtime::serve::serve(app(state), addr, shutdown).await;
+    relay_stop.cancel();
+    let _ = relay.await;
+    served.context("serving the upload function failed")
+}
