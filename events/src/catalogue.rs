@@ -225,9 +225,21 @@ impl std::fmt::Display for FailureReason {
 ///
 /// `subject` is the job id, so that tools watching the broker can follow a job.
 pub fn build_event<P: Payload>(source: &str, subject: &str, payload: &P) -> Event {
+    build_event_with_id(&Uuid::now_v7().to_string(), source, subject, payload)
+}
+
+/// Builds a CloudEvent of the payload's type with the given id. A producer
+/// that may send the same fact twice derives the id from the fact, so that
+/// consumers recognise the repeat by `source` and `id`.
+pub fn build_event_with_id<P: Payload>(
+    id: &str,
+    source: &str,
+    subject: &str,
+    payload: &P,
+) -> Event {
     let data = serde_json::to_value(payload).expect("payload types serialize to JSON");
     EventBuilderV10::new()
-        .id(Uuid::now_v7().to_string())
+        .id(id)
         .source(source)
         .ty(P::TYPE)
         .subject(subject)

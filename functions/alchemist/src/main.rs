@@ -249,7 +249,7 @@ async fn dev_services(options: StackOptions, addr: SocketAddr) -> anyhow::Result
 
     let program = std::env::current_exe().context("cannot find this program's path")?;
     let processes =
-        alchemist::services::start(&program, addr.port(), &urls, &stack_secrets).await?;
+        alchemist::services::start(&program, addr.port(), &urls, &stack_secrets, &[]).await?;
     for (name, url) in &processes.urls {
         eprintln!("{name:8} {url}");
     }

@@ -88,9 +88,17 @@ impl ServiceUrls {
 
 /// The running children.
 pub struct Processes {
-    children: Vec<(String, Child)>,
+    children: Vec<Running>,
     /// Base URL of each function, by name.
     pub urls: HashMap<String, String>,
+}
+
+/// One child and what it takes to start it again.
+struct Running {
+    name: String,
+    program: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    child: Child,
 }
 
 /// The environment of one child.
@@ -141,7 +149,24 @@ pub struct Secrets {
     pub webhook: String,
 }
 
+fn spawn(program: &Path, name: &str, env: &[(String, String)]) -> anyhow::Result<Child> {
+    let child = Command::new(program)
+        .args(["serve", name])
+        .env_clear()
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    info!(function = name, pid = child.id(), "started");
+    Ok(child)
+}
+
 /// Starts every function and the dispatcher, and waits until each is ready.
+/// `extra_env` is added to every child's environment, after the rest.
 ///
 /// # Errors
 ///
@@ -151,6 +176,7 @@ pub async fn start(
     front_port: u16,
     urls: &ServiceUrls,
     secrets: &Secrets,
+    extra_env: &[(String, String)],
 ) -> anyhow::Result<Processes> {
     let ports: HashMap<&str, u16> = FUNCTIONS
         .iter()
@@ -167,83 +193,123 @@ pub async fn start(
         .chain(["dispatcher"]);
     for name in names {
         let port = ports.get(name).copied().unwrap_or(0);
-        let mut command = Command::new(program);
-        command
-            .args(["serve", name])
-            .env_clear()
-            .envs(child_env(name, port, urls, secrets, &ports))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        info!(function = name, pid = child.id(), port, "started");
-        processes.children.push((name.to_owned(), child));
+        let mut env = child_env(name, port, urls, secrets, &ports);
+        env.extend(extra_env.iter().cloned());
+        let child = spawn(program, name, &env)?;
+        processes.children.push(Running {
+            name: name.to_owned(),
+            program: program.to_path_buf(),
+            env,
+            child,
+        });
         if port != 0 {
             processes
                 .urls
                 .insert(name.to_owned(), format!("http://127.0.0.1:{port}"));
         }
     }
-
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (name, url) in processes.urls.clone() {
-        loop {
-            processes.check_running()?;
-            let ready = client
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if ready {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{name} was not ready at {url}/readyz within 60 seconds"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    // The dispatcher has no port; give it a moment to fail on bad settings.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    processes.check_running()?;
+    processes.wait_ready().await?;
     Ok(processes)
 }
 
 impl Processes {
     /// Fails when a child has exited.
     fn check_running(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("{name} exited with {status}; its log above says why");
+        for running in &mut self.children {
+            if let Some(status) = running.child.try_wait()? {
+                anyhow::bail!(
+                    "{} exited with {status}; its log above says why",
+                    running.name
+                );
             }
         }
         Ok(())
     }
 
+    /// Waits until every function answers `/readyz`, for at most 60 seconds.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (name, url) in self.urls.clone() {
+            loop {
+                self.check_running()?;
+                let ready = client
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success());
+                if ready {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{name} was not ready at {url}/readyz within 60 seconds"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // The dispatcher has no port; give it a moment to fail on bad settings.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.check_running()
+    }
+
+    /// Kills one child with SIGKILL, as a crash would, without restarting it.
+    ///
+    /// # Errors
+    ///
+    /// When no child has that name or the signal cannot be sent.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let running = self
+            .children
+            .iter_mut()
+            .find(|running| running.name == name)
+            .with_context(|| format!("no process named {name}"))?;
+        running
+            .child
+            .kill()
+            .await
+            .with_context(|| format!("cannot kill {name}"))?;
+        warn!(function = name, "killed");
+        Ok(())
+    }
+
+    /// Starts a killed child again and waits until every function is ready.
+    ///
+    /// # Errors
+    ///
+    /// When no child has that name or it does not start.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let running = self
+            .children
+            .iter_mut()
+            .find(|running| running.name == name)
+            .with_context(|| format!("no process named {name}"))?;
+        let _ = running.child.kill().await;
+        running.child = spawn(&running.program, name, &running.env)?;
+        self.wait_ready().await
+    }
+
     /// Sends SIGTERM to every child and waits up to `grace` for them to drain,
     /// then kills what is left.
     pub async fn stop(mut self, grace: Duration) {
-        for (name, child) in &self.children {
-            if let Some(pid) = child.id() {
+        for running in &self.children {
+            if let Some(pid) = running.child.id() {
                 let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
                 if let Err(err) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-                    warn!(function = %name, cause = %err, "cannot send SIGTERM");
+                    warn!(function = %running.name, cause = %err, "cannot send SIGTERM");
                 }
             }
         }
         let deadline = tokio::time::Instant::now() + grace;
-        for (name, child) in &mut self.children {
-            match tokio::time::timeout_at(deadline, child.wait()).await {
-                Ok(Ok(status)) => info!(function = %name, %status, "stopped"),
+        for running in &mut self.children {
+            match tokio::time::timeout_at(deadline, running.child.wait()).await {
+                Ok(Ok(status)) => info!(function = %running.name, %status, "stopped"),
                 Ok(Err(err)) => {
-                    error!(function = %name, cause = %err, "waiting for the process failed")
+                    error!(function = %running.name, cause = %err, "waiting for the process failed")
                 }
                 Err(_) => {
-                    warn!(function = %name, "still running after the grace period; killing it");
-                    let _ = child.kill().await;
+                    warn!(function = %running.name, "still running after the grace period; killing it");
+                    let _ = running.child.kill().await;
                 }
             }
         }

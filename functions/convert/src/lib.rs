@@ -20,7 +20,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use alchemist_events::{
     catalogue::{
-        AudioConverted, ConversionFailed, FailureReason, Payload, VideoUploaded, build_event,
+        AudioConverted, ConversionFailed, FailureReason, VideoUploaded, build_event_with_id,
         parse_payload,
     },
     http::{EventReply, IncomingEvent},
@@ -261,22 +261,35 @@ pub fn job_id_of(event: &cloudevents::Event) -> Option<Uuid> {
 async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply, Error> {
     let job_id = uploaded.job_id;
     let lease_millis = i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX);
-    match state.store.claim_job(job_id, lease_millis).await {
-        Ok(Claim::Started { attempt }) => info!(attempt, "conversion started"),
+    let attempt = match state.store.claim_job(job_id, lease_millis).await {
+        Ok(Claim::Started { attempt }) => {
+            info!(attempt, "conversion started");
+            attempt
+        }
         Ok(Claim::Busy) => {
             info!("job is being converted by another worker; ignoring the redelivery");
             return Ok(EventReply::Accepted);
         }
         Ok(Claim::Finished(status)) => {
+            // The worker that finished may have died before its reply reached
+            // the broker, so the outcome is sent again, under the same id.
             info!(
                 status = status.as_str(),
-                "job already finished; ignoring the redelivery"
+                "job already finished; repeating its outcome event"
             );
-            return Ok(EventReply::Accepted);
+            let job = state
+                .store
+                .job(job_id)
+                .await?
+                .ok_or(Error::JobNotFound(job_id))?;
+            return Ok(match outcome_event(&job) {
+                Some(event) => EventReply::Reply(event),
+                None => EventReply::Accepted,
+            });
         }
         Err(alchemist_runtime::Error::NotFound(_)) => return Err(Error::JobNotFound(job_id)),
         Err(err) => return Err(err.into()),
-    }
+    };
 
     // Heartbeats tell upload's relay that this worker is alive; a worker that
     // dies stops sending them and its job is requeued after the lease.
@@ -294,7 +307,7 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
             }
         })
     };
-    let outcome = convert_job(state, &uploaded).await;
+    let outcome = convert_job(state, &uploaded, attempt).await;
     heartbeat.abort();
 
     match outcome {
@@ -311,7 +324,8 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
                 reason,
                 message: reason.user_message().to_owned(),
             };
-            Ok(EventReply::Reply(build_event(
+            Ok(EventReply::Reply(build_event_with_id(
+                &outcome_event_id(job_id),
                 SOURCE,
                 &job_id.to_string(),
                 &payload,
@@ -325,6 +339,12 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
             Err(err)
         }
     }
+}
+
+/// The blob id of the MP3 that attempt `attempt` of a job writes: derived
+/// from both, so that a later attempt knows what an earlier one may have left.
+pub fn audio_id(job_id: Uuid, attempt: u32) -> String {
+    Uuid::new_v5(&job_id, format!("audio/{attempt}").as_bytes()).to_string()
 }
 
 /// Streams the video into the work directory for ffmpeg, as `input` without
@@ -375,7 +395,11 @@ impl From<alchemist_runtime::Error> for Outcome {
     }
 }
 
-async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<EventReply, Outcome> {
+async fn convert_job(
+    state: &AppState,
+    uploaded: &VideoUploaded,
+    attempt: u32,
+) -> Result<EventReply, Outcome> {
     let job_id = uploaded.job_id;
     let work = tempfile::Builder::new()
         .prefix("alchemist-convert-")
@@ -414,7 +438,13 @@ async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<Event
         .map_err(|err| Outcome::Retry(Error::Tool(format!("cannot read the MP3: {err}"))))?;
     let stored = state
         .blobs
-        .put(Bucket::Audio, &meta, Box::pin(mp3), u64::MAX)
+        .put_as(
+            Bucket::Audio,
+            &audio_id(job_id, attempt),
+            &meta,
+            Box::pin(mp3),
+            u64::MAX,
+        )
         .await?;
 
     let completion = Completion {
@@ -435,6 +465,16 @@ async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<Event
         frames = converted.frames,
         "conversion done"
     );
+    // A worker that died after storing its MP3 left it under its attempt's id.
+    for earlier in 1..attempt {
+        if let Err(err) = state
+            .blobs
+            .delete(Bucket::Audio, &audio_id(job_id, earlier))
+            .await
+        {
+            warn!(attempt = earlier, cause = %err, "cannot remove the MP3 of an earlier attempt");
+        }
+    }
 
     let payload = AudioConverted {
         job_id,
@@ -444,15 +484,54 @@ async fn convert_job(state: &AppState, uploaded: &VideoUploaded) -> Result<Event
         duration_seconds: converted.duration_seconds,
         warnings: converted.warnings,
     };
-    debug_assert_eq!(
-        AudioConverted::TYPE,
-        "dev.audioalchemist.audio.converted.v1"
-    );
-    Ok(EventReply::Reply(build_event(
+    Ok(EventReply::Reply(build_event_with_id(
+        &outcome_event_id(job_id),
         SOURCE,
         &job_id.to_string(),
         &payload,
     )))
+}
+
+/// The id of a job's outcome event (`audio.converted` or `conversion.failed`):
+/// one per job, so that notify sends one webhook however often it is repeated.
+pub fn outcome_event_id(job_id: Uuid) -> String {
+    Uuid::new_v5(&job_id, b"outcome").to_string()
+}
+
+/// The outcome event of a finished job, rebuilt from its record.
+fn outcome_event(job: &alchemist_runtime::store::Job) -> Option<cloudevents::Event> {
+    let id = outcome_event_id(job.id);
+    let subject = job.id.to_string();
+    match job.status {
+        alchemist_runtime::store::JobStatus::Done => {
+            let payload = AudioConverted {
+                job_id: job.id,
+                owner_id: job.owner_id.clone(),
+                audio_id: job.audio_id.clone()?,
+                size: job.audio_size?,
+                duration_seconds: job.duration_seconds?,
+                warnings: job.warnings.clone(),
+            };
+            Some(build_event_with_id(&id, SOURCE, &subject, &payload))
+        }
+        alchemist_runtime::store::JobStatus::Failed => {
+            let reason = job
+                .failure_reason
+                .as_deref()
+                .and_then(FailureReason::parse)?;
+            let payload = ConversionFailed {
+                job_id: job.id,
+                owner_id: job.owner_id.clone(),
+                reason,
+                message: job
+                    .failure_message
+                    .clone()
+                    .unwrap_or_else(|| reason.user_message().to_owned()),
+            };
+            Some(build_event_with_id(&id, SOURCE, &subject, &payload))
+        }
+        _ => None,
+    }
 }
 
 /// Reads the configuration from `env`, checks ffmpeg, connects, and serves on

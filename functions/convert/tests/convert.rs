@@ -193,11 +193,16 @@ async fn redelivery_converts_once() {
     let (_, first) = fx.deliver(event.clone()).await;
     let (status, second) = fx.deliver(event).await;
 
-    assert!(first.is_some());
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(
-        second.is_none(),
-        "a redelivery must not complete the job twice"
+    // The redelivery converts nothing but repeats the outcome under the same
+    // id, in case the first reply was lost; notify deduplicates by that id.
+    let first = first.expect("a reply event");
+    let second = second.expect("the outcome event again");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first.id(), second.id());
+    assert_eq!(first.ty(), second.ty());
+    assert_eq!(
+        parse_payload::<AudioConverted>(&first).unwrap(),
+        parse_payload::<AudioConverted>(&second).unwrap()
     );
     assert_eq!(fx.audio_blob_count(), 1);
     assert_eq!(
@@ -477,4 +482,78 @@ async fn duration_limit_rejects_long_audio() {
     let failed: ConversionFailed = parse_payload(&reply.expect("a reply event")).unwrap();
     assert_eq!(failed.reason, FailureReason::LimitExceeded);
     assert_eq!(fx.audio_blob_count(), 0);
+}
+
+#[tokio::test]
+async fn retry_after_dead_worker_leaves_one_mp3() {
+    let deps = testing::temp_deps().await;
+    let owner = testing::add_user(
+        deps.store.as_ref(),
+        "owner@example.com",
+        "password123",
+        Role::User,
+    )
+    .await
+    .id;
+    let config = Config {
+        work_dir: deps.dir.path().to_path_buf(),
+        lease: std::time::Duration::from_millis(10),
+        ..Config::default()
+    };
+    let router = app(AppState {
+        store: deps.store.clone(),
+        blobs: deps.blobs.clone(),
+        config: Arc::new(config),
+    });
+    let fx = Fixture {
+        deps,
+        router,
+        owner,
+    };
+    let input = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 1);
+    let payload = fx.queue(&input, None).await;
+
+    // A first worker claimed the job, stored its MP3 and died before completing it.
+    fx.deps
+        .store
+        .claim_job(payload.job_id, 60_000)
+        .await
+        .unwrap();
+    let meta = BlobMeta {
+        owner_id: fx.owner.clone(),
+        job_id: payload.job_id.to_string(),
+        content_type: "audio/mpeg".into(),
+    };
+    let orphan = alchemist_convert::audio_id(payload.job_id, 1);
+    fx.deps
+        .blobs
+        .put_as(
+            Bucket::Audio,
+            &orphan,
+            &meta,
+            Box::pin(std::io::Cursor::new(vec![0u8; 100])),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+
+    let (_, reply) = fx.deliver(uploaded_event(&payload)).await;
+
+    let converted: AudioConverted = parse_payload(&reply.expect("a reply event")).unwrap();
+    assert_eq!(
+        converted.audio_id,
+        alchemist_convert::audio_id(payload.job_id, 2)
+    );
+    assert_eq!(fx.audio_blob_count(), 1, "the dead worker's MP3 is removed");
+    assert_eq!(
+        fx.deps
+            .store
+            .job(payload.job_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        2
+    );
 }

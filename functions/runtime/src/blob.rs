@@ -74,6 +74,20 @@ pub trait BlobStore: Send + Sync + 'static {
         meta: &BlobMeta,
         reader: BlobReader<'_>,
         max_bytes: u64,
+    ) -> Result<StoredBlob, Error> {
+        let id = Uuid::new_v4().to_string();
+        self.put_as(bucket, &id, meta, reader, max_bytes).await
+    }
+
+    /// Like [`BlobStore::put`], under an id the caller chose (a UUID), so that
+    /// a retried writer can find and remove what an earlier attempt left.
+    async fn put_as(
+        &self,
+        bucket: Bucket,
+        id: &str,
+        meta: &BlobMeta,
+        reader: BlobReader<'_>,
+        max_bytes: u64,
     ) -> Result<StoredBlob, Error>;
 
     /// The size of a blob in bytes. [`Error::NotFound`] when it does not exist.
@@ -174,15 +188,16 @@ impl BlobStore for DirBlobStore {
         Ok(())
     }
 
-    async fn put(
+    async fn put_as(
         &self,
         bucket: Bucket,
+        id: &str,
         meta: &BlobMeta,
         reader: BlobReader<'_>,
         max_bytes: u64,
     ) -> Result<StoredBlob, Error> {
-        let id = Uuid::new_v4().to_string();
-        let final_path = self.path(bucket, &id)?;
+        let final_path = self.path(bucket, id)?;
+        let id = id.to_owned();
         // A name no reader looks up, so a half-written file is never served.
         let partial_path = self.root.join(bucket.as_str()).join(format!(".{id}.part"));
 

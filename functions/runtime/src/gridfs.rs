@@ -23,7 +23,6 @@ use mongodb::{
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::{compat::FuturesAsyncWriteCompatExt, io::StreamReader};
-use uuid::Uuid;
 
 use crate::{
     Error,
@@ -200,14 +199,16 @@ impl BlobStore for GridFsBlobStore {
         Ok(())
     }
 
-    async fn put(
+    async fn put_as(
         &self,
         bucket: Bucket,
+        id: &str,
         meta: &BlobMeta,
         reader: BlobReader<'_>,
         max_bytes: u64,
     ) -> Result<StoredBlob, Error> {
-        let id = Uuid::new_v4().to_string();
+        check_id(id)?;
+        let id = id.to_owned();
         let metadata = doc! {
             "owner_id": &meta.owner_id,
             "job_id": &meta.job_id,
