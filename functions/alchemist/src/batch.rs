@@ -138,7 +138,7 @@ async fn wait_for_job(
             return Ok(job);
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+        delay = (delay * 2).min(Duration::from_millis(20));
     }
 }
 

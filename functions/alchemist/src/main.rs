@@ -70,7 +70,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Create a user; the password is read from standard input.
+    /// Create a user; the password is read from standard input. The user goes
+    /// into DATABASE_URL's database when it is set, the embedded one otherwise.
     Add {
         email: String,
         /// Give the user the admin role, which sees every job.
@@ -317,10 +318,22 @@ async fn add_user(options: StackOptions, email: &str, admin: bool) -> anyhow::Re
         "the password must have at least 8 characters"
     );
 
-    let stack = Stack::open(options).await?;
+    // DATABASE_URL names a deployment's database; otherwise the embedded one.
+    let store: std::sync::Arc<dyn alchemist_runtime::store::Store> =
+        match std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+        {
+            Some(url) => std::sync::Arc::new(
+                alchemist_runtime::sql::SqlStore::connect(&url)
+                    .await
+                    .context("cannot connect to DATABASE_URL")?,
+            ),
+            None => Stack::open(options).await?.store.clone(),
+        };
     let hash = alchemist_runtime::password::hash(password).await?;
     let role = if admin { Role::Admin } else { Role::User };
-    match stack.store.create_user(&email, &hash, role).await {
+    match store.create_user(&email, &hash, role).await {
         Ok(user) => {
             eprintln!(
                 "created {} user {} ({})",

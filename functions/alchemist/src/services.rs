@@ -111,6 +111,8 @@ fn child_env(
 ) -> Vec<(String, String)> {
     let mut env = vec![
         ("PORT".to_owned(), port.to_string()),
+        // The event routes have no authentication; only this machine may reach them.
+        ("BIND_ADDRESS".to_owned(), "127.0.0.1".to_owned()),
         ("DATABASE_URL".to_owned(), urls.database_url.clone()),
     ];
     match name {

@@ -560,7 +560,7 @@ pub async fn run(
         blobs: deps.blobs.expect("blobs were requested"),
         config: Arc::new(config),
     };
-    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
     alchemist_runtime::serve::serve(app(state), addr, shutdown)
         .await
         .context("serving the convert function failed")

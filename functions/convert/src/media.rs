@@ -583,6 +583,8 @@ async fn encode(
         .iter()
         .map_err(|err| MediaError::Internal(format!("cannot read ffmpeg's output: {err}")))?;
     let child = Arc::new(Mutex::new(child));
+    // Kills ffmpeg when this future is dropped (a cancelled request, a shutdown).
+    let _guard = KillOnDrop(Arc::clone(&child));
 
     // The event iterator blocks on ffmpeg's pipes, so it runs on a blocking thread.
     let reader = tokio::task::spawn_blocking(move || {
@@ -651,6 +653,22 @@ async fn encode(
         // ffmpeg stops at -fs without an error, so a full-size file means the limit cut it.
         output_limit_reached: written >= limits.max_output_bytes,
     })
+}
+
+/// Kills an ffmpeg process that is still running when dropped.
+struct KillOnDrop(Arc<Mutex<ffmpeg_sidecar::child::FfmpegChild>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // A held lock means a blocking task is already waiting for or killing
+        // this process, after ffmpeg closed its output; blocking here would stall.
+        if let Ok(mut child) = self.0.try_lock() {
+            if matches!(child.as_inner_mut().try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 /// Whether an ffmpeg log line says the input ended before its container said
@@ -726,8 +744,9 @@ async fn measure_mp3(path: &Path, limits: &Limits) -> Result<Converted, MediaErr
     })
 }
 
-/// Checks that ffmpeg and ffprobe can be started, with a message that says
-/// which package to install when they cannot.
+/// Checks that ffmpeg and ffprobe are installed, with a message that says
+/// which package to install when they are not. It looks the programs up on
+/// `PATH` without running them, so it costs no process start.
 ///
 /// # Errors
 ///
@@ -737,28 +756,41 @@ pub fn check_tools() -> Result<(), String> {
         ffmpeg_sidecar::paths::ffmpeg_path(),
         ffmpeg_sidecar::ffprobe::ffprobe_path(),
     ] {
-        let name = tool.display().to_string();
-        match std::process::Command::new(&tool)
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-        {
-            Ok(status) if status.success() => {}
-            Ok(status) => return Err(format!("{name} -version failed with {status}")),
-            Err(err) => {
-                if let MediaError::Internal(message) = missing_tool(&name, &err) {
-                    return Err(message);
-                }
+        if !is_executable_on_path(&tool) {
+            let err = std::io::Error::from(std::io::ErrorKind::NotFound);
+            if let MediaError::Internal(message) = missing_tool(&tool.display().to_string(), &err) {
+                return Err(message);
             }
         }
     }
     Ok(())
 }
 
+/// Whether `program` names an executable file, directly or through `PATH`.
+fn is_executable_on_path(program: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path)
+            .is_ok_and(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 {
+        return executable(program);
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_are_found_on_path() {
+        assert!(is_executable_on_path(Path::new("ffmpeg")));
+        assert!(!is_executable_on_path(Path::new("no-such-program-here")));
+        assert!(check_tools().is_ok());
+    }
 
     #[test]
     fn playlists_and_scripts_are_recognised() {

@@ -226,7 +226,7 @@ pub async fn run(
         keys: Arc::new(JwtKeys::from(&jwt)),
         limiter: Arc::new(FailureLimiter::new()),
     };
-    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
     alchemist_runtime::serve::serve(app(state), addr, shutdown)
         .await
         .context("serving the login function failed")

@@ -9,7 +9,10 @@
 //!
 //! Each event is handled once: its `source` and `id` are recorded before the
 //! webhook goes out, and a failed delivery removes the record again and
-//! answers 500 so that the broker retries with backoff.
+//! answers 502 so that the broker retries with backoff.
+//!
+//! NOTE: a crash between recording the event and sending the webhook loses
+//! that webhook; a durable webhook outbox would close the gap.
 
 pub mod webhook;
 
@@ -380,7 +383,7 @@ pub async fn run(
         store: deps.store,
         config: Arc::new(config),
     };
-    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
     alchemist_runtime::serve::serve(app(state), addr, shutdown)
         .await
         .context("serving the notify function failed")

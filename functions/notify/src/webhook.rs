@@ -111,6 +111,7 @@ pub fn address_allowed(address: IpAddr, allow_private: bool) -> bool {
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || shared.contains(&v4)
+                || (v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18)
                 || v4.octets()[0] == 0)
         }
         IpAddr::V6(v6) => {
@@ -123,7 +124,10 @@ pub fn address_allowed(address: IpAddr, allow_private: bool) -> bool {
                 || v6.is_multicast()
                 || (segments[0] & 0xfe00) == 0xfc00
                 || (segments[0] & 0xffc0) == 0xfe80
-                || segments[0] == 0x2001 && segments[1] == 0x0db8)
+                || segments[0] == 0x2001 && segments[1] == 0x0db8
+                // 6to4 and NAT64 addresses embed an IPv4 address that may be private.
+                || segments[0] == 0x2002
+                || (segments[0] == 0x0064 && segments[1] == 0xff9b))
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::{
 
 /// Names of the variables read here.
 pub const ENV_PORT: &str = "PORT";
+pub const ENV_BIND_ADDRESS: &str = "BIND_ADDRESS";
 pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_BLOB_DIR: &str = "BLOB_DIR";
 pub const ENV_MONGODB_URL: &str = "MONGODB_URL";
@@ -22,6 +23,8 @@ pub const ENV_MONGODB_URL: &str = "MONGODB_URL";
 /// What every function connects to at start-up.
 pub struct Dependencies {
     pub port: u16,
+    /// The address to listen on, from `BIND_ADDRESS` (default: all interfaces).
+    pub bind: std::net::IpAddr,
     pub store: Arc<dyn Store>,
     /// The blob store, for the functions that read or write media.
     pub blobs: Option<Arc<dyn BlobStore>>,
@@ -30,6 +33,7 @@ pub struct Dependencies {
 /// The variables of [`Dependencies`], read and checked before anything connects.
 pub struct DependencySettings {
     port: u16,
+    bind: std::net::IpAddr,
     database_url: String,
     blob_location: Option<BlobLocation>,
 }
@@ -40,6 +44,7 @@ impl DependencySettings {
     /// Problems are recorded in `reader`; `None` means one was recorded.
     pub fn read(reader: &mut Reader<'_>, with_blobs: bool) -> Option<DependencySettings> {
         let port = reader.parse_or(ENV_PORT, 8080u16);
+        let bind = reader.parse_or(ENV_BIND_ADDRESS, std::net::IpAddr::from([0, 0, 0, 0]));
         let database_url = reader.required(
             ENV_DATABASE_URL,
             "the SQL database, sqlite:PATH or mysql://USER:PASSWORD@HOST/DB",
@@ -51,6 +56,7 @@ impl DependencySettings {
         };
         Some(DependencySettings {
             port,
+            bind,
             database_url: database_url?,
             blob_location,
         })
@@ -84,6 +90,7 @@ impl DependencySettings {
         };
         Ok(Dependencies {
             port: self.port,
+            bind: self.bind,
             store: Arc::new(store),
             blobs,
         })

@@ -129,7 +129,8 @@ pub async fn serve_listener(
     }
 }
 
-/// The address a function listens on: all interfaces, port `$PORT` (default 8080).
-pub fn listen_addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], port))
+/// The address a function listens on: `bind` (all interfaces unless
+/// `BIND_ADDRESS` says otherwise), port `$PORT` (default 8080).
+pub fn listen_addr(bind: std::net::IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(bind, port)
 }

@@ -235,12 +235,8 @@ async fn receive_multipart(
                     received = Some((blob, file_name));
                 }
                 "file" => return Err(Error::BadRequest("send one file per upload".to_owned())),
-                "callback_url" => {
-                    options.callback_url = Some(field.text().await.map_err(malformed)?)
-                }
-                "bitrate_kbps" => {
-                    options.bitrate_kbps = Some(field.text().await.map_err(malformed)?)
-                }
+                "callback_url" => options.callback_url = Some(small_text(field).await?),
+                "bitrate_kbps" => options.bitrate_kbps = Some(small_text(field).await?),
                 other => {
                     return Err(Error::BadRequest(format!(
                         "unknown field {other:?}; expected file, callback_url or bitrate_kbps"
@@ -268,6 +264,31 @@ async fn receive_multipart(
             Err(err)
         }
     }
+}
+
+/// Longest text field accepted, in bytes; the route has no overall body limit.
+const MAX_TEXT_FIELD_BYTES: usize = 4096;
+
+/// Reads a text field chunk by chunk, rejecting it once it passes
+/// [`MAX_TEXT_FIELD_BYTES`] instead of holding all of it in memory.
+async fn small_text(mut field: axum::extract::multipart::Field<'_>) -> Result<String, Error> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|err| {
+        Error::BadRequest(format!(
+            "the multipart body is malformed: {}",
+            err.body_text()
+        ))
+    })? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+            return Err(Error::BadRequest(format!(
+                "the field {name} is longer than {MAX_TEXT_FIELD_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::BadRequest(format!("the field {name} is not UTF-8 text")))
 }
 
 /// Checks the callback URL and the bitrate.

@@ -171,7 +171,7 @@ pub async fn run(
         keys: Arc::new(JwtKeys::from(&jwt)),
         config: Arc::new(config),
     };
-    let addr = alchemist_runtime::serve::listen_addr(deps.port);
+    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
     let served = alchemist_runtime::serve::serve(app(state), addr, shutdown).await;
     relay_stop.cancel();
     let _ = relay.await;

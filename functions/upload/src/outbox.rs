@@ -28,6 +28,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::SOURCE;
 
+/// Conversions started on one job before the relay gives up on it: a file
+/// that kills its worker every time must not be retried forever.
+pub const MAX_ATTEMPTS: u32 = 5;
+
 /// Settings of the relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -142,6 +146,16 @@ pub async fn relay_once(
     let stale_before =
         now_millis().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
     for job in store.stale_jobs(stale_before, 100).await? {
+        if job.attempts >= MAX_ATTEMPTS {
+            let reason = alchemist_events::catalogue::FailureReason::Internal;
+            if store
+                .fail_job(job.id, reason.as_str(), reason.user_message())
+                .await?
+            {
+                error!(job_id = %job.id, attempts = job.attempts, "convert workers died on this job every time; job failed");
+            }
+            continue;
+        }
         let message = outbox_message(&uploaded_event(&job), job.id);
         if store
             .requeue_stale_job(job.id, stale_before, &message)

@@ -548,3 +548,28 @@ async fn audio_is_served_with_ranges() {
     assert_eq!(view["audio_url"], uri);
     assert_eq!(view["duration_seconds"], 1.5);
 }
+
+#[tokio::test]
+async fn oversized_text_field_is_400() {
+    let fx = fixture().await;
+    let token = fx.token("a@example.com", Role::User).await;
+    let long_url = format!("https://example.com/{}", "a".repeat(10_000));
+    let body = multipart(
+        "XyZ",
+        &[
+            ("callback_url", None, long_url.as_bytes()),
+            ("file", Some("a.mp4"), b"data"),
+        ],
+    );
+    let request = Request::post("/uploads")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+        .body(Body::from(body))
+        .unwrap();
+
+    let (status, _, body) = fx.send(request).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("longer than 4096 bytes"));
+    assert_eq!(fx.video_blob_count(), 0);
+}
