@@ -662,11 +662,11 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // A held lock means a blocking task is already waiting for or killing
         // this process, after ffmpeg closed its output; blocking here would stall.
-        if let Ok(mut child) = self.0.try_lock() {
-            if matches!(child.as_inner_mut().try_wait(), Ok(None)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Ok(mut child) = self.0.try_lock()
+            && matches!(child.as_inner_mut().try_wait(), Ok(None))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
