@@ -6,6 +6,7 @@
 //!   `POST /events/dead-letter` takes every event a Trigger gave up on and
 //!   fails its job, `/healthz` and `/readyz` report health.
 //! - [`media`] runs ffprobe and ffmpeg and decides whether the result is good.
+//! - [`mp3`] reads the frame headers of the MP3 that ffmpeg wrote.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
 //!
 //! A job is claimed with one conditional update before the work starts, so a
@@ -15,6 +16,7 @@
 //! claim and answers 500, so the broker retries and finally dead-letters.
 
 pub mod media;
+pub mod mp3;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

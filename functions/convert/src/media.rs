@@ -164,7 +164,7 @@ pub async fn convert(
     debug!(format = %probe.format, stream = stream.index, codec = %stream.codec, "probed");
 
     let log = encode(input, output, &probe, &stream, options, limits).await?;
-    let measured = measure_mp3(output, limits).await?;
+    let measured = measure_mp3(output).await?;
     if measured.frames == 0 || measured.duration_seconds <= 0.0 {
         return Err(MediaError::rejected(
             FailureReason::NoAudio,
@@ -280,7 +280,6 @@ struct ProbeStream {
     channels: Option<u32>,
     #[serde(default)]
     disposition: std::collections::HashMap<String, i64>,
-    nb_read_packets: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -696,50 +695,21 @@ pub fn output_sample_rate(input_rate: u32) -> u32 {
     }
 }
 
-/// Counts the frames of an MP3 and reads its duration, sample rate and channels.
-async fn measure_mp3(path: &Path, limits: &Limits) -> Result<Converted, MediaError> {
-    let output = run_ffprobe(
-        &[
-            "-protocol_whitelist",
-            PROTOCOL_WHITELIST,
-            "-f",
-            "mp3",
-            "-count_packets",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "format=format_name,duration:stream=index,codec_type,sample_rate,channels,nb_read_packets",
-        ],
-        path,
-        limits,
-    )
-    .await
-    .map_err(|err| match err {
-        // ffmpeg exits 0 and leaves an MP3 without a single frame when the
-        // audio stream holds no samples; such a file does not even probe.
-        MediaError::Rejected { detail, .. } => {
-            MediaError::rejected(FailureReason::NoAudio, format!("the MP3 holds no audio frames: {detail}"))
-        }
-        internal @ MediaError::Internal(_) => internal,
-    })?;
-
-    let stream = output.streams.first();
-    let frames = stream
-        .and_then(|stream| stream.nb_read_packets.as_deref())
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0);
+/// Counts the frames of the MP3 ffmpeg wrote and reads its duration, sample
+/// rate and channels from the frame headers.
+async fn measure_mp3(path: &Path) -> Result<Converted, MediaError> {
+    let path = path.to_path_buf();
+    let stats = tokio::task::spawn_blocking(move || crate::mp3::inspect(&path))
+        .await
+        .map_err(|err| MediaError::Internal(format!("reading the MP3 failed: {err}")))?
+        .map_err(|err| {
+            MediaError::Internal(format!("cannot read the MP3 written by ffmpeg: {err}"))
+        })?;
     Ok(Converted {
-        duration_seconds: output
-            .format
-            .and_then(|format| format.duration)
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(0.0),
-        sample_rate: stream
-            .and_then(|stream| stream.sample_rate.as_deref())
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(0),
-        channels: stream.and_then(|stream| stream.channels).unwrap_or(0),
-        frames,
+        duration_seconds: stats.duration_seconds,
+        sample_rate: stats.sample_rate,
+        channels: stats.channels,
+        frames: stats.frames,
         warnings: Vec::new(),
     })
 }

@@ -557,3 +557,63 @@ async fn retry_after_dead_worker_leaves_one_mp3() {
         2
     );
 }
+
+#[test]
+fn mp3_headers_match_ffprobe() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 4] = [
+        ("vbr-stereo.mp3", &["-ac", "2", "-ar", "44100", "-q:a", "2"]),
+        (
+            "cbr-mono.mp3",
+            &["-ac", "1", "-ar", "48000", "-b:a", "128k"],
+        ),
+        ("mpeg2.mp3", &["-ac", "1", "-ar", "22050", "-b:a", "64k"]),
+        (
+            "tagged.mp3",
+            &[
+                "-ac",
+                "2",
+                "-ar",
+                "32000",
+                "-b:a",
+                "96k",
+                "-metadata",
+                "title=A title",
+            ],
+        ),
+    ];
+    for (name, options) in cases {
+        let mut args = vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:duration=7.3",
+            "-c:a",
+            "libmp3lame",
+        ];
+        args.extend_from_slice(options);
+        let path = testing::make_media(dir.path(), name, &args);
+
+        let stats = alchemist_convert::mp3::inspect(&path).unwrap();
+
+        let probed = testing::probe_duration(&path);
+        assert!(
+            (stats.duration_seconds - probed).abs() < 0.08,
+            "{name}: {} s, ffprobe {probed} s",
+            stats.duration_seconds
+        );
+        assert_eq!(
+            stats.sample_rate.to_string(),
+            testing::probe_field(&path, "stream=sample_rate"),
+            "{name}"
+        );
+        assert_eq!(
+            stats.channels.to_string(),
+            testing::probe_field(&path, "stream=channels"),
+            "{name}"
+        );
+    }
+    let text = dir.path().join("text.mp3");
+    std::fs::write(&text, "not an mp3").unwrap();
+    assert_eq!(alchemist_convert::mp3::inspect(&text).unwrap().frames, 0);
+}
