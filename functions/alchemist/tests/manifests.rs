@@ -304,3 +304,92 @@ async fn bad_inputs_manifest_through_http() {
         }
     }
 }
+
+/// Playlists, manifests and concat scripts that point at a marker file, by
+/// relative and by absolute path, under a media file's name.
+fn reference_files(dir: &Path, marker: &Path) -> Vec<PathBuf> {
+    let absolute = marker.display().to_string();
+    let cases = [
+        (
+            "hls-relative.mp4",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nmarker.txt\n#EXT-X-ENDLIST\n"
+                .to_owned(),
+        ),
+        (
+            "hls-absolute.mp4",
+            format!("#EXTM3U\n#EXTINF:10.0,\nfile://{absolute}\n#EXT-X-ENDLIST\n"),
+        ),
+        (
+            "concat-relative.mkv",
+            "ffconcat version 1.0\nfile marker.txt\n".to_owned(),
+        ),
+        (
+            "concat-absolute.mkv",
+            format!("ffconcat version 1.0\nfile '{absolute}'\n"),
+        ),
+        (
+            "dash-absolute.webm",
+            format!(
+                "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\"><Period><AdaptationSet><Representation><BaseURL>{absolute}</BaseURL></Representation></AdaptationSet></Period></MPD>\n"
+            ),
+        ),
+        ("m3u-bare.mp3", format!("{absolute}\n")),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn playlists_never_leak_their_targets() {
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("marker.txt");
+    let secret = format!("marker-{}", uuid::Uuid::new_v4());
+    std::fs::write(&marker, &secret).unwrap();
+    let inputs = reference_files(work.path(), &marker);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_alchemist"))
+        .arg("convert")
+        .arg("--out")
+        .arg(work.path().join("out"))
+        .args(&inputs)
+        .env("ALCHEMIST_DATA_DIR", work.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run alchemist convert");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    for input in &inputs {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(&input.display().to_string()))
+            .unwrap_or_else(|| panic!("no line for {}", input.display()));
+        assert!(
+            line.contains("failed: unsupported_format") || line.contains("failed: unreadable"),
+            "{line}"
+        );
+    }
+    assert!(
+        !stdout.contains(&secret),
+        "the marker's text is in standard output"
+    );
+    assert!(
+        !stderr.contains(&secret),
+        "the marker's text is in the logs"
+    );
+    for file in walk(&work.path().join("data")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert_no_canary(&secret, &bytes, &file.display().to_string());
+    }
+    assert!(
+        !work.path().join("out").exists() || walk(&work.path().join("out")).is_empty(),
+        "no MP3 may come out"
+    );
+}

@@ -286,3 +286,43 @@ impl From<&JwtConfig> for JwtKeys {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn short_secret_stops_startup() {
+        let env = HashMap::from([("JWT_SECRET", "only-twenty-six-bytes-long")]);
+        let err = JwtConfig::from_env(&env)
+            .err()
+            .expect("a short secret is rejected")
+            .to_string();
+        assert!(err.contains("JWT_SECRET has 26 bytes"), "{err}");
+        assert!(err.contains("at least 32"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_stops_startup() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let err = JwtConfig::from_env(&env)
+            .err()
+            .expect("a missing secret is rejected")
+            .to_string();
+        assert!(err.contains("JWT_SECRET is not set"), "{err}");
+    }
+
+    #[test]
+    fn long_secret_round_trips() {
+        let env = HashMap::from([
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("JWT_TTL_SECONDS", "60"),
+        ]);
+        let keys = JwtKeys::from(&JwtConfig::from_env(&env).unwrap());
+        let (token, claims) = keys.issue("user-1", "a@example.com", Role::User);
+        assert_eq!(keys.verify(&token).unwrap(), claims);
+        assert_eq!(claims.exp - claims.iat, 60);
+    }
+}
