@@ -132,7 +132,7 @@ impl Payload for ConversionFailed {
     }
 }
 
-/// Why a job failed, as a stable code that clients can branch on.
+/// The reason a job failed, as a stable code that clients can branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {

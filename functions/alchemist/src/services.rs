@@ -46,7 +46,7 @@ const PASSED_THROUGH: [&str; 12] = [
     "JOB_LEASE_SECONDS",
 ];
 
-/// Where the real services are.
+/// URLs of the real services.
 #[derive(Debug, Clone)]
 pub struct ServiceUrls {
     pub database_url: String,

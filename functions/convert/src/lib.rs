@@ -54,7 +54,7 @@ pub const SOURCE: &str = "/audio-alchemist/convert";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub limits: Limits,
-    /// Where inputs and outputs are written while ffmpeg runs.
+    /// Directory for inputs and outputs while ffmpeg runs.
     pub work_dir: PathBuf,
     /// A converting job without a heartbeat for this long counts as abandoned
     /// by a dead worker; heartbeats go out at a quarter of it.
@@ -343,8 +343,8 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
     }
 }
 
-/// The blob id of the MP3 that attempt `attempt` of a job writes: derived
-/// from both, so that a later attempt knows what an earlier one may have left.
+/// Derives the blob id of the MP3 that attempt `attempt` of a job writes, so
+/// that a later attempt can find what an earlier one may have left.
 pub fn audio_id(job_id: Uuid, attempt: u32) -> String {
     Uuid::new_v5(&job_id, format!("audio/{attempt}").as_bytes()).to_string()
 }
@@ -494,13 +494,13 @@ async fn convert_job(
     )))
 }
 
-/// The id of a job's outcome event (`audio.converted` or `conversion.failed`):
+/// Derives the id of a job's outcome event (`audio.converted` or `conversion.failed`):
 /// one per job, so that notify sends one webhook however often it is repeated.
 pub fn outcome_event_id(job_id: Uuid) -> String {
     Uuid::new_v5(&job_id, b"outcome").to_string()
 }
 
-/// The outcome event of a finished job, rebuilt from its record.
+/// Rebuilds the outcome event of a finished job from its record.
 fn outcome_event(job: &alchemist_runtime::store::Job) -> Option<cloudevents::Event> {
     let id = outcome_event_id(job.id);
     let subject = job.id.to_string();

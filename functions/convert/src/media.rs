@@ -74,7 +74,7 @@ pub struct EncodeOptions {
     pub bitrate_kbps: Option<u32>,
 }
 
-/// Why a conversion ended without an MP3.
+/// The reason a conversion ended without an MP3.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     /// The input is at fault; the job fails with this reason and is not retried.
@@ -107,7 +107,7 @@ pub struct AudioStream {
     pub is_default: bool,
 }
 
-/// What ffprobe found in an input.
+/// The streams and format ffprobe found in an input.
 #[derive(Debug, Clone)]
 pub struct Probe {
     /// The demuxer name, such as `mov,mp4,m4a,3gp,3g2,mj2`.
@@ -394,7 +394,7 @@ async fn avoid_silence(
     chosen
 }
 
-/// The loudest sample of a stream's first minute in dBFS, from ffmpeg's volumedetect.
+/// Measures the loudest sample of a stream's first minute in dBFS with ffmpeg's volumedetect.
 async fn max_volume(input: &Path, format: &str, index: u32, limits: &Limits) -> Option<f64> {
     let demuxer = format.split(',').next().unwrap_or(format);
     let mut command = tokio::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
@@ -513,7 +513,7 @@ fn missing_tool(tool: &str, err: &std::io::Error) -> MediaError {
     MediaError::Internal(format!("cannot start {tool}: {err}"))
 }
 
-/// What ffmpeg's log showed about a run.
+/// Conditions ffmpeg's log reported about a run.
 #[derive(Debug, Default)]
 struct EncodeLog {
     input_truncated: bool,
@@ -736,7 +736,7 @@ pub fn check_tools() -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `program` names an executable file, directly or through `PATH`.
+/// Checks whether `program` names an executable file, directly or through `PATH`.
 fn is_executable_on_path(program: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let executable = |path: &Path| {

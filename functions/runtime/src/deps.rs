@@ -20,7 +20,7 @@ pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
 pub const ENV_BLOB_DIR: &str = "BLOB_DIR";
 pub const ENV_MONGODB_URL: &str = "MONGODB_URL";
 
-/// What every function connects to at start-up.
+/// Connections every function opens at start-up.
 pub struct Dependencies {
     pub port: u16,
     /// The address to listen on, from `BIND_ADDRESS` (default: all interfaces).

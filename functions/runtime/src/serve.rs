@@ -31,13 +31,13 @@ async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
     if let Some(store) = &readiness.store
         && let Err(err) = store.ping().await
     {
-        warn!(cause = %err, "readiness check: database does not answer");
+        warn!(cause = %err, "readiness check: database does not respond");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
     }
     if let Some(blobs) = &readiness.blobs
         && let Err(err) = blobs.ping().await
     {
-        warn!(cause = %err, "readiness check: blob store does not answer");
+        warn!(cause = %err, "readiness check: blob store does not respond");
         return (StatusCode::SERVICE_UNAVAILABLE, "blob store unavailable");
     }
     (StatusCode::OK, "ready")

@@ -50,7 +50,7 @@ impl Default for RelayConfig {
     }
 }
 
-/// What one pass of the relay did.
+/// Counts of what one pass of the relay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RelayReport {
     pub published: usize,
