@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use alchemist_runtime::{jwt::Role, store::JobStatus};
+use alchemist_runtime::{blob::Bucket, jwt::Role, store::JobStatus};
 use anyhow::Context;
 use axum::{body::Body, http::Request};
 use http_body_util::BodyExt;
@@ -105,6 +105,7 @@ pub async fn convert_file(
 
     let job = wait_for_job(stack, job_id).await?;
     if job.status == JobStatus::Failed {
+        remove_blobs(stack, &job).await;
         return Ok(FileOutcome::Failed {
             reason: job.failure_reason.unwrap_or_else(|| "internal".to_owned()),
             message: job.failure_message.unwrap_or_default(),
@@ -113,11 +114,28 @@ pub async fn convert_file(
 
     let mp3 = names.claim(&options.out_dir, input);
     download(stack, token, job_id, &mp3).await?;
+    remove_blobs(stack, &job).await;
     Ok(FileOutcome::Converted {
         mp3,
         duration_seconds: job.duration_seconds.unwrap_or_default(),
         warnings: job.warnings,
     })
+}
+
+/// Removes the job's copies of the video and the MP3 once the MP3 is written
+/// to its destination, so that the data directory keeps job records only.
+async fn remove_blobs(stack: &Stack, job: &alchemist_runtime::store::Job) {
+    let blobs = [
+        (Bucket::Videos, Some(&job.video_id)),
+        (Bucket::Audio, job.audio_id.as_ref()),
+    ];
+    for (bucket, id) in blobs {
+        if let Some(id) = id
+            && let Err(err) = stack.blobs.delete(bucket, id).await
+        {
+            tracing::warn!(job_id = %job.id, cause = %err, "cannot remove a blob of a finished job");
+        }
+    }
 }
 
 /// Polls the job until it is done or failed. Every job ends: a conversion

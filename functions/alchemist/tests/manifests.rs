@@ -156,6 +156,11 @@ fn media_manifest_through_cli() {
 
     assert_eq!(printed.len(), rows.len());
     check_rows(&rows, &printed);
+    let blobs = walk(&work.path().join("data/blobs"));
+    assert!(
+        blobs.is_empty(),
+        "the data directory keeps copies of media: {blobs:?}"
+    );
 }
 
 #[test]
