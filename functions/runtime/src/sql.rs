@@ -133,6 +133,19 @@ fn bind_job<'q>(
         .bind(now)
 }
 
+/// The insert of an outbox event, due at once.
+fn insert_outbox(
+    event: &OutboxMessage,
+    now: i64,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(INSERT_OUTBOX)
+        .bind(&event.event_id)
+        .bind(event.job_id.to_string())
+        .bind(&event.event_json)
+        .bind(now)
+        .bind(now)
+}
+
 fn outbox_from_row(row: &AnyRow) -> Result<OutboxMessage, Error> {
     let job_id: String = row.try_get("job_id")?;
     Ok(OutboxMessage {
@@ -270,14 +283,7 @@ impl Store for SqlStore {
         bind_job(sqlx::query(INSERT_JOB), &job, now)
             .execute(&mut *transaction)
             .await?;
-        sqlx::query(INSERT_OUTBOX)
-            .bind(&event.event_id)
-            .bind(event.job_id.to_string())
-            .bind(&event.event_json)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
+        insert_outbox(event, now).execute(&mut *transaction).await?;
         transaction.commit().await?;
         self.job(job.id).await?.ok_or(Error::NotFound("job"))
     }
@@ -354,14 +360,7 @@ impl Store for SqlStore {
             transaction.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(INSERT_OUTBOX)
-            .bind(&event.event_id)
-            .bind(event.job_id.to_string())
-            .bind(&event.event_json)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
+        insert_outbox(event, now).execute(&mut *transaction).await?;
         transaction.commit().await?;
         Ok(true)
     }
