@@ -189,9 +189,9 @@ impl FailureReason {
     /// A sentence for the user that says what is wrong and what to do.
     pub fn user_message(self) -> &'static str {
         match self {
-            Self::Empty => "The uploaded file is empty (0 bytes). Upload the complete file.",
+            Self::Empty => "The file is empty (0 bytes). Send the complete file.",
             Self::Truncated => {
-                "The file ends before its container says it does, as after an interrupted upload or copy. Upload the complete file."
+                "The file ends before its container says it does, as after an interrupted upload or copy. Send the complete file."
             }
             Self::NoAudio => {
                 "The file has no audio to extract. Check that the video has a sound track."

@@ -41,7 +41,7 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Serve login and upload on one port, with convert and notify behind the in-process broker.
+    /// Serve login and upload on one port, with convert and notify behind a broker.
     Dev {
         /// TCP port to listen on.
         #[arg(long, short, default_value_t = 8080, env = "PORT")]
@@ -221,7 +221,11 @@ async fn dev(options: StackOptions, addr: SocketAddr) -> anyhow::Result<ExitCode
         stack.webhook_secret.to_text()
     );
 
-    serve::serve(stack.public.clone(), addr, serve::shutdown_signal()).await?;
+    serve::serve(stack.public.clone(), addr, serve::shutdown_signal())
+        .await
+        .with_context(|| {
+            format!("cannot serve on {addr}; if the port is in use, choose another with --port")
+        })?;
     stack.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -260,7 +264,9 @@ async fn dev_services(options: StackOptions, addr: SocketAddr) -> anyhow::Result
     let served =
         alchemist::services::serve_front(&processes.urls, addr, serve::shutdown_signal()).await;
     processes.stop(serve::SHUTDOWN_GRACE).await;
-    served?;
+    served.with_context(|| {
+        format!("cannot serve on {addr}; if the port is in use, choose another with --port")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -336,10 +342,10 @@ async fn add_user(options: StackOptions, email: &str, admin: bool) -> anyhow::Re
     match store.create_user(&email, &hash, role).await {
         Ok(user) => {
             eprintln!(
-                "created {} user {} ({})",
-                role.as_str(),
+                "created user {} ({}) with the {} role",
                 user.email,
-                user.id
+                user.id,
+                role.as_str()
             );
             Ok(ExitCode::SUCCESS)
         }
