@@ -67,7 +67,7 @@ impl Default for Delivery {
     }
 }
 
-/// How the wait between attempts grows, as Knative defines it.
+/// Growth of the wait between attempts, as Knative defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackoffPolicy {
     /// `delay * 2^retry`.
@@ -77,7 +77,7 @@ pub enum BackoffPolicy {
 }
 
 impl Delivery {
-    /// The wait before retry number `retry` (1 for the first retry).
+    /// Computes the wait before retry number `retry` (1 for the first retry).
     pub fn backoff(&self, retry: u32) -> Duration {
         match self.backoff_policy {
             BackoffPolicy::Exponential => self.backoff_delay * 2u32.saturating_pow(retry.min(16)),
@@ -87,7 +87,7 @@ impl Delivery {
 }
 
 impl Trigger {
-    /// Whether `attributes` satisfy every filter of this Trigger.
+    /// Checks whether `attributes` satisfy every filter of this Trigger.
     pub fn matches<'a>(&self, mut attribute: impl FnMut(&str) -> Option<&'a str>) -> bool {
         self.filter
             .iter()
@@ -96,7 +96,7 @@ impl Trigger {
 }
 
 impl Routes {
-    /// The routes of the Trigger manifests compiled into this program.
+    /// Parses the Trigger manifests compiled into this program.
     pub fn embedded() -> Routes {
         Routes::parse(EMBEDDED_TRIGGERS).expect("the compiled-in Trigger manifests are valid")
     }
@@ -122,7 +122,7 @@ impl Routes {
         Ok(Routes { triggers })
     }
 
-    /// The Triggers whose filter matches an event with this `type`.
+    /// Lists the Triggers whose filter matches an event with this `type`.
     pub fn for_type<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a Trigger> + 'a {
         self.triggers
             .iter()

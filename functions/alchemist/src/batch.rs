@@ -101,7 +101,7 @@ pub async fn convert_file(
     let job_id: Uuid = answer["job_id"]
         .as_str()
         .and_then(|id| id.parse().ok())
-        .context("the upload answer has no job id")?;
+        .context("the upload response has no job id")?;
 
     let job = wait_for_job(stack, job_id).await?;
     if job.status == JobStatus::Failed {
@@ -231,7 +231,7 @@ pub async fn local_token(stack: &Stack) -> anyhow::Result<String> {
     let user = match stack.store.user_by_email(LOCAL_USER).await? {
         Some(user) => user,
         None => {
-            // Nobody logs in as this account: its password is random and discarded.
+            // This account is never used to log in, so its password is random and discarded.
             let password = hex::encode(rand::random::<[u8; 24]>());
             let hash = alchemist_runtime::password::hash(password).await?;
             match stack.store.create_user(LOCAL_USER, &hash, Role::User).await {

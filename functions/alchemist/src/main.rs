@@ -74,7 +74,7 @@ enum UserCommand {
     /// into DATABASE_URL's database when it is set, the embedded one otherwise.
     Add {
         email: String,
-        /// Give the user the admin role, which sees every job.
+        /// Give the user the admin role, which can read every job.
         #[arg(long)]
         admin: bool,
     },

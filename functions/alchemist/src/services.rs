@@ -101,7 +101,7 @@ struct Running {
     child: Child,
 }
 
-/// The environment of one child.
+/// Builds the environment of one child.
 fn child_env(
     name: &str,
     port: u16,
@@ -220,7 +220,7 @@ impl Processes {
         for running in &mut self.children {
             if let Some(status) = running.child.try_wait()? {
                 anyhow::bail!(
-                    "{} exited with {status}; its log above says why",
+                    "{} exited with {status}; its log above gives the cause",
                     running.name
                 );
             }
@@ -228,7 +228,7 @@ impl Processes {
         Ok(())
     }
 
-    /// Waits until every function answers `/readyz`, for at most 60 seconds.
+    /// Waits until every function returns 200 on `/readyz`, for at most 60 seconds.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -255,17 +255,21 @@ impl Processes {
         self.check_running()
     }
 
+    /// Finds a child by its function name.
+    fn child_mut(&mut self, name: &str) -> anyhow::Result<&mut Running> {
+        self.children
+            .iter_mut()
+            .find(|running| running.name == name)
+            .with_context(|| format!("no process named {name}"))
+    }
+
     /// Kills one child with SIGKILL, as a crash would, without restarting it.
     ///
     /// # Errors
     ///
     /// When no child has that name or the signal cannot be sent.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        let running = self
-            .children
-            .iter_mut()
-            .find(|running| running.name == name)
-            .with_context(|| format!("no process named {name}"))?;
+        let running = self.child_mut(name)?;
         running
             .child
             .kill()
@@ -281,11 +285,7 @@ impl Processes {
     ///
     /// When no child has that name or it does not start.
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
-        let running = self
-            .children
-            .iter_mut()
-            .find(|running| running.name == name)
-            .with_context(|| format!("no process named {name}"))?;
+        let running = self.child_mut(name)?;
         let _ = running.child.kill().await;
         running.child = spawn(&running.program, name, &running.env)?;
         self.wait_ready().await

@@ -132,7 +132,7 @@ pub struct Converted {
 ///
 /// # Errors
 ///
-/// [`MediaError::Rejected`] with the reason a user is told, or
+/// [`MediaError::Rejected`] with the reason shown to the user, or
 /// [`MediaError::Internal`] when the tools themselves fail.
 pub async fn convert(
     input: &Path,

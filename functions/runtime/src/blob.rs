@@ -58,7 +58,7 @@ pub struct StoredBlob {
 /// A store of media files.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Checks that the store answers.
+    /// Checks that the store responds.
     async fn ping(&self) -> Result<(), Error>;
 
     /// Streams `reader` into a new blob of at most `max_bytes`.

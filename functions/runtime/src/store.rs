@@ -15,7 +15,7 @@ pub struct User {
     pub role: Role,
 }
 
-/// Where a job is in its life.
+/// Stage of a job's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -77,7 +77,7 @@ pub struct Job {
     pub finished_at: Option<i64>,
 }
 
-/// What a new job is made from.
+/// Fields of a job to create.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: Uuid,
@@ -139,7 +139,7 @@ pub struct WebhookDelivery {
 /// or repeated deliveries of the same event cannot move a job twice.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers.
+    /// Checks that the database responds.
     async fn ping(&self) -> Result<(), Error>;
 
     /// Creates a user. [`Error::Conflict`] when the email is taken.

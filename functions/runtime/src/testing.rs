@@ -93,7 +93,7 @@ pub fn make_media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     path
 }
 
-/// An H.264 + AAC MP4 of `seconds` seconds with a 440 Hz tone.
+/// Makes an H.264 + AAC MP4 of `seconds` seconds with a 440 Hz tone.
 pub fn video_with_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     let duration = seconds.to_string();
     make_media(
@@ -119,7 +119,7 @@ pub fn video_with_audio(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     )
 }
 
-/// An H.264 MP4 without audio.
+/// Makes an H.264 MP4 without audio.
 pub fn video_without_audio(dir: &Path, name: &str) -> PathBuf {
     make_media(
         dir,
@@ -148,7 +148,7 @@ pub fn probe_duration(path: &Path) -> f64 {
         .expect("ffprobe prints a duration")
 }
 
-/// One `-show_entries` value of the first audio stream or the format.
+/// Reads one `-show_entries` value of the first audio stream or the format.
 ///
 /// # Panics
 ///
@@ -212,7 +212,7 @@ pub fn mean_volume_db(path: &Path) -> f64 {
     }
 }
 
-/// The shared folder of real media beside the repository (`../shared/NAME`).
+/// Finds the folder of real media named `NAME` beside the repository.
 ///
 /// Returns `None` when it is absent. Under `CI` an absent folder fails the
 /// test instead, because CI always has it.
@@ -243,7 +243,7 @@ pub fn shared_folder(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// The rows of a tab-separated manifest, as maps from column name to value.
+/// Reads the rows of a tab-separated manifest, as maps from column name to value.
 ///
 /// # Panics
 ///
@@ -269,7 +269,7 @@ pub fn foreign_keys() -> JwtKeys {
     JwtKeys::new(TEST_SECRET, "someone-else", "someone-else", 3600)
 }
 
-/// The role of a test user as text, for readable assertions.
+/// Returns the role of a test user as text, for readable assertions.
 pub fn role_name(role: Role) -> &'static str {
     role.as_str()
 }
