@@ -221,6 +221,13 @@ impl std::fmt::Display for FailureReason {
     }
 }
 
+/// The id of a job's outcome event, `audio.converted` or `conversion.failed`.
+/// A job has one outcome, so every announcement of it, by any function and
+/// however often repeated, carries this id, and consumers drop the repeats.
+pub fn outcome_event_id(job_id: Uuid) -> String {
+    Uuid::new_v5(&job_id, b"outcome").to_string()
+}
+
 /// Builds a CloudEvent of the payload's type with a fresh id.
 ///
 /// `subject` is the job id, so that tools watching the broker can follow a job.

@@ -31,13 +31,15 @@ pub const FUNCTIONS: [(&str, u16); 4] =
     [("login", 1), ("upload", 2), ("convert", 3), ("notify", 4)];
 
 /// Variables passed to every child when they are set in this process.
-const PASSED_THROUGH: [&str; 12] = [
+const PASSED_THROUGH: [&str; 14] = [
     "RUST_LOG",
     "PATH",
     "HOME",
     "TMPDIR",
     "WEBHOOK_ALLOW_PRIVATE",
     "WEBHOOK_TIMEOUT_SECONDS",
+    "WEBHOOK_MAX_ATTEMPTS",
+    "WEBHOOK_RETRY_SECONDS",
     "MAX_UPLOAD_BYTES",
     "CONVERT_TIMEOUT_SECONDS",
     "CONVERT_MAX_DURATION_SECONDS",

@@ -92,8 +92,9 @@ pub struct Stack {
     /// login and upload on one router, with health routes, for `alchemist dev`.
     pub public: Router,
     pub data_dir: PathBuf,
-    relay: tokio_util::sync::CancellationToken,
-    relay_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stops the outbox relay and the webhook retries.
+    background: tokio_util::sync::CancellationToken,
+    background_tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Stack {
@@ -150,6 +151,7 @@ impl Stack {
                 secret: webhook_secret.clone(),
                 allow_private: options.allow_private_webhooks,
                 timeout: std::time::Duration::from_secs(10),
+                retry: alchemist_notify::queue::RetryPolicy::default(),
             }),
         };
         let login_state = alchemist_login::AppState {
@@ -160,7 +162,7 @@ impl Stack {
 
         // The broker reaches each function by its Knative Service name.
         broker.subscribe("convert", alchemist_convert::app(convert_state));
-        broker.subscribe("notify", alchemist_notify::app(notify_state));
+        broker.subscribe("notify", alchemist_notify::app(notify_state.clone()));
 
         let upload = alchemist_upload::app(upload_state.clone());
         let readiness = Readiness {
@@ -171,7 +173,7 @@ impl Stack {
             .merge(alchemist_upload::routes(upload_state))
             .merge(health_routes(readiness));
 
-        let relay = tokio_util::sync::CancellationToken::new();
+        let background = tokio_util::sync::CancellationToken::new();
         let relay_config = alchemist_upload::outbox::RelayConfig {
             interval: std::time::Duration::from_secs(1),
             lease: convert_lease,
@@ -180,7 +182,11 @@ impl Stack {
             store.clone(),
             Arc::new(broker.clone()),
             relay_config,
-            relay.clone().cancelled_owned(),
+            background.clone().cancelled_owned(),
+        ));
+        let retries_task = tokio::spawn(alchemist_notify::queue::run_retries(
+            notify_state,
+            background.clone().cancelled_owned(),
         ));
 
         Ok(Stack {
@@ -192,8 +198,8 @@ impl Stack {
             upload,
             public,
             data_dir,
-            relay,
-            relay_task: tokio::sync::Mutex::new(Some(relay_task)),
+            background,
+            background_tasks: tokio::sync::Mutex::new(vec![relay_task, retries_task]),
         })
     }
 
@@ -229,10 +235,11 @@ impl Stack {
         Ok(crate::services::Secrets { jwt, webhook })
     }
 
-    /// Stops the outbox relay, then waits for every event in flight and stops the broker.
+    /// Stops the outbox relay and the webhook retries, then waits for every
+    /// event in flight and stops the broker.
     pub async fn shutdown(&self) {
-        self.relay.cancel();
-        if let Some(task) = self.relay_task.lock().await.take() {
+        self.background.cancel();
+        for task in self.background_tasks.lock().await.drain(..) {
             let _ = task.await;
         }
         self.broker.shutdown().await;

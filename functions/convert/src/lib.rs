@@ -23,7 +23,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use alchemist_events::{
     catalogue::{
         AudioConverted, ConversionFailed, FailureReason, VideoUploaded, build_event_with_id,
-        parse_payload,
+        outcome_event_id, parse_payload,
     },
     http::{EventReply, IncomingEvent},
 };
@@ -31,7 +31,7 @@ use alchemist_runtime::{
     blob::{BlobMeta, BlobStore, Bucket},
     config::{Env, Reader},
     serve::{Readiness, health_routes},
-    store::{Claim, Completion, Store},
+    store::{Claim, Completion, Store, fail_and_announce},
 };
 use axum::{
     Router,
@@ -211,18 +211,15 @@ async fn reject_invalid(
     reason: String,
 ) -> Result<EventReply, Error> {
     warn!(cause = %reason, "rejecting an invalid event");
-    if let Some(job_id) = job_id_of(event) {
-        let failed = state
-            .store
-            .fail_job(
-                job_id,
-                FailureReason::DeliveryFailed.as_str(),
-                "The job's event was malformed. Submit the file again.",
-            )
-            .await?;
-        if failed {
-            info!(%job_id, "job failed because its event was malformed");
-        }
+    if let Some(job_id) = job_id_of(event)
+        && fail_announced(
+            state,
+            job_id,
+            "The job's event was malformed. Submit the file again.",
+        )
+        .await?
+    {
+        info!(%job_id, "job failed because its event was malformed");
     }
     Err(Error::InvalidEvent(reason))
 }
@@ -241,13 +238,28 @@ async fn dead_letter(
         warn!(ce_id = %event.id(), ce_type = %event.ty(), %cause, "dead-lettered event names no job; dropping it");
         return Ok(EventReply::Accepted);
     };
-    let reason = FailureReason::DeliveryFailed;
-    let failed = state
-        .store
-        .fail_job(job_id, reason.as_str(), reason.user_message())
-        .await?;
+    let failed =
+        fail_announced(&state, job_id, FailureReason::DeliveryFailed.user_message()).await?;
     warn!(%job_id, ce_id = %event.id(), ce_type = %event.ty(), %cause, job_failed = failed, "event dead-lettered");
     Ok(EventReply::Accepted)
+}
+
+/// Fails a job whose event could not be processed with `delivery_failed`, and
+/// queues the `conversion.failed` event in the outbox, since no reply goes
+/// back to the broker from here. Returns false when the job is unknown or
+/// had already ended.
+async fn fail_announced(state: &AppState, job_id: Uuid, message: &str) -> Result<bool, Error> {
+    let Some(job) = state.store.job(job_id).await? else {
+        return Ok(false);
+    };
+    Ok(fail_and_announce(
+        state.store.as_ref(),
+        &job,
+        SOURCE,
+        FailureReason::DeliveryFailed,
+        message,
+    )
+    .await?)
 }
 
 /// Reads `job_id` from any event data, for events that fail their schema.
@@ -492,12 +504,6 @@ async fn convert_job(
         &job_id.to_string(),
         &payload,
     )))
-}
-
-/// Derives the id of a job's outcome event (`audio.converted` or `conversion.failed`):
-/// one per job, so that notify sends one webhook however often it is repeated.
-pub fn outcome_event_id(job_id: Uuid) -> String {
-    Uuid::new_v5(&job_id, b"outcome").to_string()
 }
 
 /// Rebuilds the outcome event of a finished job from its record.

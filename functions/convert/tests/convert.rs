@@ -7,7 +7,7 @@ use alchemist_convert::{AppState, Config, app};
 use alchemist_events::{
     catalogue::{
         AudioConverted, ConversionFailed, FailureReason, Payload, VideoUploaded, build_event,
-        parse_payload,
+        outcome_event_id, parse_payload,
     },
     http::{reply_from_response, to_request},
 };
@@ -301,6 +301,9 @@ async fn payload_breaking_schema_fails_job() {
     let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("delivery_failed"));
+    let announced = announced_failure(&fx, payload.job_id).await;
+    assert_eq!(announced.reason, FailureReason::DeliveryFailed);
+    assert_eq!(announced.owner_id, payload.owner_id);
 }
 
 #[tokio::test]
@@ -327,6 +330,29 @@ async fn dead_letter_fails_the_job() {
     let job = fx.deps.store.job(payload.job_id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.failure_reason.as_deref(), Some("delivery_failed"));
+    let announced = announced_failure(&fx, payload.job_id).await;
+    assert_eq!(announced.reason, FailureReason::DeliveryFailed);
+    assert_eq!(announced.message, job.failure_message.unwrap());
+
+    // A second dead letter for the ended job queues nothing more.
+    let again = alchemist_events::broker::with_error_extensions(
+        uploaded_event(&payload),
+        "convert",
+        "status 503",
+    );
+    fx.router
+        .clone()
+        .oneshot(to_request(again, "/events/dead-letter").unwrap())
+        .await
+        .unwrap();
+    let queued = fx.deps.store.due_outbox(100).await.unwrap();
+    assert_eq!(
+        queued
+            .iter()
+            .filter(|message| message.job_id == payload.job_id)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -616,4 +642,18 @@ fn mp3_headers_match_ffprobe() {
     let text = dir.path().join("text.mp3");
     std::fs::write(&text, "not an mp3").unwrap();
     assert_eq!(alchemist_convert::mp3::inspect(&text).unwrap().frames, 0);
+}
+
+/// The `conversion.failed` event waiting in the outbox for `job_id`, which
+/// tells the owner about a failure that no reply announced.
+async fn announced_failure(fx: &Fixture, job_id: Uuid) -> ConversionFailed {
+    let queued = fx.deps.store.due_outbox(100).await.unwrap();
+    let message = queued
+        .iter()
+        .find(|message| message.job_id == job_id)
+        .expect("the failure is queued in the outbox");
+    assert_eq!(message.event_id, outcome_event_id(job_id));
+    let event: cloudevents::Event = serde_json::from_str(&message.event_json).unwrap();
+    assert_eq!(event.ty(), ConversionFailed::TYPE);
+    parse_payload(&event).unwrap()
 }

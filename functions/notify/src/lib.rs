@@ -7,13 +7,15 @@
 //! - [`webhook`] signs webhooks per Standard Webhooks and guards their targets.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
 //!
-//! Each event is handled once: its `source` and `id` are recorded before the
-//! webhook goes out, and a failed delivery removes the record again and
-//! answers 502 so that the broker retries with backoff.
+//! - [`queue`] stores each webhook before its first attempt and retries it
+//!   on its own schedule.
 //!
-//! NOTE: a crash between recording the event and sending the webhook loses
-//! that webhook; a durable webhook outbox would close the gap.
+//! An event is answered 202 once its webhook is queued: from then on the
+//! queue, not the broker, owns the delivery, so a receiver that is down for
+//! hours still gets the webhook. The event's id is the webhook's id, so a
+//! redelivered event queues nothing new.
 
+pub mod queue;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -24,9 +26,8 @@ use alchemist_events::{
 };
 use alchemist_runtime::{
     config::Reader,
-    now_millis,
     serve::{Readiness, health_routes},
-    store::{Store, WebhookDelivery},
+    store::Store,
 };
 use axum::{
     Router,
@@ -40,10 +41,7 @@ use serde::Serialize;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::webhook::{WebhookSecret, resolve_allowed};
-
-/// Name under which processed events are recorded.
-const CONSUMER: &str = "notify";
+use crate::{queue::RetryPolicy, webhook::WebhookSecret};
 
 /// Configuration of the notify function.
 #[derive(Debug, Clone)]
@@ -53,10 +51,13 @@ pub struct Config {
     pub allow_private: bool,
     /// Time limit of one webhook request.
     pub timeout: Duration,
+    /// When failed webhooks are tried again.
+    pub retry: RetryPolicy,
 }
 
 impl Config {
-    /// Reads `WEBHOOK_SECRET`, `WEBHOOK_ALLOW_PRIVATE` and `WEBHOOK_TIMEOUT_SECONDS`.
+    /// Reads `WEBHOOK_SECRET`, `WEBHOOK_ALLOW_PRIVATE`, `WEBHOOK_TIMEOUT_SECONDS`,
+    /// `WEBHOOK_MAX_ATTEMPTS` and `WEBHOOK_RETRY_SECONDS`.
     pub fn read(reader: &mut Reader<'_>) -> Option<Config> {
         let secret = reader
             .required(
@@ -72,10 +73,22 @@ impl Config {
             });
         let allow_private = reader.flag("WEBHOOK_ALLOW_PRIVATE");
         let timeout = Duration::from_secs(reader.parse_or("WEBHOOK_TIMEOUT_SECONDS", 10));
+        let defaults = RetryPolicy::default();
+        let max_attempts = reader.parse_or("WEBHOOK_MAX_ATTEMPTS", defaults.max_attempts);
+        if max_attempts == 0 {
+            reader.problem("WEBHOOK_MAX_ATTEMPTS=0 is not valid: use 1 or more");
+        }
+        let retry = RetryPolicy {
+            max_attempts,
+            first_delay: Duration::from_secs(
+                reader.parse_or("WEBHOOK_RETRY_SECONDS", defaults.first_delay.as_secs()),
+            ),
+        };
         Some(Config {
             secret: secret?,
             allow_private,
             timeout,
+            retry,
         })
     }
 }
@@ -94,10 +107,6 @@ pub enum Error {
     #[error("invalid event: {0}")]
     InvalidEvent(String),
 
-    /// The webhook could not be delivered; the broker should retry.
-    #[error("webhook delivery failed: {0}")]
-    Delivery(String),
-
     #[error(transparent)]
     Runtime(#[from] alchemist_runtime::Error),
 }
@@ -108,11 +117,6 @@ impl IntoResponse for Error {
             Error::InvalidEvent(reason) => {
                 (StatusCode::BAD_REQUEST, "invalid_event", reason.clone())
             }
-            Error::Delivery(_) => (
-                StatusCode::BAD_GATEWAY,
-                "delivery_failed",
-                "webhook delivery failed".to_owned(),
-            ),
             Error::Runtime(err) => {
                 error!(cause = %err, "notification failed");
                 (
@@ -232,14 +236,6 @@ async fn handle(
         info!("job has no callback URL; nothing to notify");
         return Ok(EventReply::Accepted);
     };
-    if !state
-        .store
-        .mark_processed(CONSUMER, event.source().as_str(), event.id())
-        .await?
-    {
-        info!("event already handled; ignoring the redelivery");
-        return Ok(EventReply::Accepted);
-    }
 
     let notification = Notification {
         kind: if data.status == "done" {
@@ -250,112 +246,17 @@ async fn handle(
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         data,
     };
-    let delivery = send(state, event.id(), &callback_url, &notification).await;
-    state.store.record_delivery(job.id, &delivery).await?;
-
-    match delivery.outcome.as_str() {
-        "delivered" => {
-            info!(status_code = delivery.status_code, "webhook delivered");
-            Ok(EventReply::Accepted)
-        }
-        "refused" => {
-            // Retrying cannot change the guard's answer.
-            warn!(
-                cause = delivery.error.as_deref().unwrap_or_default(),
-                "webhook target refused"
-            );
-            Ok(EventReply::Accepted)
-        }
-        _ => {
-            warn!(
-                status_code = delivery.status_code,
-                cause = delivery.error.as_deref().unwrap_or_default(),
-                "webhook delivery failed; the broker will retry"
-            );
-            state
-                .store
-                .unmark_processed(CONSUMER, event.source().as_str(), event.id())
-                .await?;
-            Err(Error::Delivery(delivery.error.unwrap_or_default()))
-        }
+    let body = serde_json::to_string(&notification).expect("notifications serialize to JSON");
+    if !state
+        .store
+        .enqueue_webhook(job.id, event.id(), &callback_url, &body)
+        .await?
+    {
+        info!("webhook for this event is queued already; ignoring the redelivery");
+        return Ok(EventReply::Accepted);
     }
-}
-
-/// Sends one signed webhook and describes the outcome.
-async fn send(
-    state: &AppState,
-    event_id: &str,
-    callback_url: &str,
-    notification: &Notification,
-) -> WebhookDelivery {
-    let mut delivery = WebhookDelivery {
-        event_id: event_id.to_owned(),
-        url: callback_url.to_owned(),
-        outcome: "failed".to_owned(),
-        status_code: None,
-        error: None,
-        attempted_at: now_millis(),
-    };
-    let url = match url::Url::parse(callback_url) {
-        Ok(url) => url,
-        Err(err) => {
-            delivery.outcome = "refused".to_owned();
-            delivery.error = Some(format!("invalid URL: {err}"));
-            return delivery;
-        }
-    };
-    let addresses = match resolve_allowed(&url, state.config.allow_private).await {
-        Ok(addresses) => addresses,
-        Err(reason) => {
-            delivery.outcome = "refused".to_owned();
-            delivery.error = Some(reason);
-            return delivery;
-        }
-    };
-
-    // Pin the checked addresses so that a second DNS answer cannot redirect
-    // the request, and follow no redirects for the same reason.
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        // A proxy would resolve the host itself, past the checked addresses.
-        .no_proxy()
-        .timeout(state.config.timeout)
-        .resolve_to_addrs(&host, &addresses)
-        .build();
-    let client = match client {
-        Ok(client) => client,
-        Err(err) => {
-            delivery.error = Some(format!("cannot build the HTTP client: {err}"));
-            return delivery;
-        }
-    };
-
-    let body = serde_json::to_vec(notification).expect("notifications serialize to JSON");
-    let timestamp = now_millis() / 1000;
-    let signature = state.config.secret.sign(event_id, timestamp, &body);
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", event_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
-    match response {
-        Ok(response) => {
-            let status = response.status();
-            delivery.status_code = Some(status.as_u16());
-            if status.is_success() {
-                delivery.outcome = "delivered".to_owned();
-            } else {
-                delivery.error = Some(format!("the receiver answered {status}"));
-            }
-        }
-        Err(err) => delivery.error = Some(format!("request failed: {err}")),
-    }
-    delivery
+    queue::attempt(state, event.id()).await?;
+    Ok(EventReply::Accepted)
 }
 
 /// Reads the configuration from `env`, connects, and serves on `$PORT` until
@@ -383,8 +284,14 @@ pub async fn run(
         store: deps.store,
         config: Arc::new(config),
     };
+    let retries_stop = tokio_util::sync::CancellationToken::new();
+    let retries = tokio::spawn(queue::run_retries(
+        state.clone(),
+        retries_stop.clone().cancelled_owned(),
+    ));
     let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
-    alchemist_runtime::serve::serve(app(state), addr, shutdown)
-        .await
-        .context("serving the notify function failed")
+    let served = alchemist_runtime::serve::serve(app(state), addr, shutdown).await;
+    retries_stop.cancel();
+    let _ = retries.await;
+    served.context("serving the notify function failed")
 }

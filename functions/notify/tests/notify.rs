@@ -14,10 +14,15 @@ use alchemist_events::{
     catalogue::{AudioConverted, ConversionFailed, FailureReason, build_event},
     http::to_request,
 };
-use alchemist_notify::{AppState, Config, app, webhook::WebhookSecret};
+use alchemist_notify::{
+    AppState, Config, app,
+    queue::{self, RetryPolicy},
+    webhook::WebhookSecret,
+};
 use alchemist_runtime::{
     jwt::Role,
-    store::{Job, NewJob, WebhookDelivery},
+    now_millis,
+    store::{Job, NewJob, QueuedWebhook, WebhookDelivery, WebhookState},
     testing::{self, TempDeps},
 };
 use axum::{
@@ -116,10 +121,21 @@ struct Fixture {
     deps: TempDeps,
     owner_id: String,
     receiver: Receiver,
+    state: AppState,
     router: Router,
 }
 
+/// Retries a test can wait for: 100 ms, then 600 ms.
+const QUICK_RETRIES: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    first_delay: Duration::from_millis(100),
+};
+
 async fn fixture(allow_private: bool) -> Fixture {
+    fixture_with(allow_private, QUICK_RETRIES).await
+}
+
+async fn fixture_with(allow_private: bool, retry: RetryPolicy) -> Fixture {
     let deps = testing::temp_deps().await;
     let owner = testing::add_user(
         deps.store.as_ref(),
@@ -133,16 +149,18 @@ async fn fixture(allow_private: bool) -> Fixture {
         secret,
         allow_private,
         timeout: Duration::from_secs(5),
+        retry,
     };
-    let router = app(AppState {
+    let state = AppState {
         store: deps.store.clone(),
         config: Arc::new(config),
-    });
+    };
     Fixture {
         deps,
         owner_id: owner.id,
         receiver: Receiver::start().await,
-        router,
+        router: app(state.clone()),
+        state,
     }
 }
 
@@ -195,6 +213,21 @@ impl Fixture {
 
     async fn deliveries(&self, job: &Job) -> Vec<WebhookDelivery> {
         self.deps.store.deliveries(job.id).await.unwrap()
+    }
+
+    /// The job's one queued webhook.
+    async fn queued(&self, job: &Job) -> QueuedWebhook {
+        let mut webhooks = self.deps.store.webhooks(job.id).await.unwrap();
+        assert_eq!(webhooks.len(), 1, "{webhooks:?}");
+        webhooks.remove(0)
+    }
+
+    /// Runs retry passes until the webhook's next attempt has been made.
+    async fn retry_when_due(&self, job: &Job) -> usize {
+        let due_at = self.queued(job).await.next_attempt_at;
+        let wait = u64::try_from(due_at - now_millis() + 20).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        queue::retry_due(&self.state).await.unwrap()
     }
 }
 
@@ -318,10 +351,13 @@ async fn loopback_callback_is_refused() {
     assert_eq!(deliveries[0].outcome, "refused");
     assert_eq!(deliveries[0].status_code, None);
     assert!(deliveries[0].error.is_some());
+    assert_eq!(fixture.queued(&job).await.state, WebhookState::Refused);
 }
 
+/// A receiver that fails gets the same webhook again on the queue's
+/// schedule, not before, until it answers 2xx; the broker is not involved.
 #[tokio::test]
-async fn receiver_error_is_retried_on_redelivery() {
+async fn receiver_error_is_retried_on_schedule() {
     let fixture = fixture(true).await;
     let job = fixture.job_with_receiver().await;
     let event = fixture.converted(&job);
@@ -329,27 +365,150 @@ async fn receiver_error_is_retried_on_redelivery() {
         .receiver
         .respond_with(StatusCode::INTERNAL_SERVER_ERROR);
 
-    let failed = fixture.deliver(event.clone()).await;
-    fixture.receiver.respond_with(StatusCode::OK);
-    let retried = fixture.deliver(event.clone()).await;
+    let status = fixture.deliver(event.clone()).await;
 
-    // A 5xx status makes the broker retry with backoff.
-    assert!(failed.is_server_error(), "first delivery returned {failed}");
-    assert_eq!(retried, StatusCode::ACCEPTED);
-    let received = fixture.receiver.received();
-    assert_eq!(received.len(), 2);
+    assert_eq!(status, StatusCode::ACCEPTED, "the queue owns the retries");
+    let first = fixture.queued(&job).await;
+    assert_eq!(first.state, WebhookState::Pending);
+    assert_eq!(first.attempts, 1);
     assert_eq!(
-        received[0].header("webhook-id"),
-        received[1].header("webhook-id")
+        queue::retry_due(&fixture.state).await.unwrap(),
+        0,
+        "nothing is sent before the first delay"
     );
-    let deliveries = fixture.deliveries(&job).await;
-    let outcomes: Vec<(&str, Option<u16>)> = deliveries
-        .iter()
-        .map(|delivery| (delivery.outcome.as_str(), delivery.status_code))
+    assert_eq!(fixture.receiver.received().len(), 1);
+
+    // Second attempt fails too, and the wait grows.
+    assert_eq!(fixture.retry_when_due(&job).await, 1);
+    let second = fixture.queued(&job).await;
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.state, WebhookState::Pending);
+    assert!(
+        second.next_attempt_at - now_millis() > 300,
+        "the second wait is six times the first"
+    );
+
+    fixture.receiver.respond_with(StatusCode::OK);
+    assert_eq!(fixture.retry_when_due(&job).await, 1);
+
+    let last = fixture.queued(&job).await;
+    assert_eq!(last.state, WebhookState::Delivered);
+    assert_eq!(last.attempts, 3);
+    let received = fixture.receiver.received();
+    assert_eq!(received.len(), 3);
+    for webhook in &received {
+        assert_eq!(webhook.header("webhook-id"), event.id());
+        assert_eq!(
+            webhook.body, received[0].body,
+            "every attempt sends the same body"
+        );
+        let expected = expected_signature(
+            webhook.header("webhook-id"),
+            webhook.header("webhook-timestamp"),
+            &webhook.body,
+        );
+        assert_eq!(webhook.header("webhook-signature"), expected);
+    }
+    let outcomes: Vec<(String, Option<u16>)> = fixture
+        .deliveries(&job)
+        .await
+        .into_iter()
+        .map(|delivery| (delivery.outcome, delivery.status_code))
         .collect();
-    assert_eq!(deliveries.len(), 2);
-    assert!(outcomes.contains(&("failed", Some(500))), "{outcomes:?}");
-    assert!(outcomes.contains(&("delivered", Some(200))), "{outcomes:?}");
+    assert_eq!(
+        outcomes,
+        [
+            ("failed".to_owned(), Some(500)),
+            ("failed".to_owned(), Some(500)),
+            ("delivered".to_owned(), Some(200)),
+        ]
+    );
+
+    // A redelivery of the event after all that sends nothing more.
+    assert_eq!(fixture.deliver(event).await, StatusCode::ACCEPTED);
+    assert_eq!(fixture.receiver.received().len(), 3);
+}
+
+#[tokio::test]
+async fn webhook_is_abandoned_after_the_last_attempt() {
+    let fixture = fixture_with(
+        true,
+        RetryPolicy {
+            max_attempts: 2,
+            first_delay: Duration::from_millis(50),
+        },
+    )
+    .await;
+    let job = fixture.job_with_receiver().await;
+    fixture
+        .receiver
+        .respond_with(StatusCode::SERVICE_UNAVAILABLE);
+
+    fixture.deliver(fixture.failed(&job)).await;
+    assert_eq!(fixture.retry_when_due(&job).await, 1);
+
+    let webhook = fixture.queued(&job).await;
+    assert_eq!(webhook.state, WebhookState::Abandoned);
+    assert_eq!(webhook.attempts, 2);
+    assert!(webhook.last_error.unwrap().contains("503"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(queue::retry_due(&fixture.state).await.unwrap(), 0);
+    assert_eq!(fixture.receiver.received().len(), 2);
+}
+
+/// A notify process that queued a webhook and died before sending it, and
+/// one that died in the middle of a request: the retry loop of the next
+/// process sends both, once each.
+#[tokio::test]
+async fn webhooks_left_by_a_dead_process_are_sent() {
+    let fixture = fixture(true).await;
+    let store = fixture.deps.store.clone();
+    let queued_only = fixture.job_with_receiver().await;
+    let mid_request = fixture.job_with_receiver().await;
+    let body = r#"{"type":"job.done"}"#;
+    for (job, id) in [(&queued_only, "left-queued"), (&mid_request, "left-leased")] {
+        assert!(
+            store
+                .enqueue_webhook(job.id, id, &fixture.receiver.url, body)
+                .await
+                .unwrap()
+        );
+    }
+    // The dead sender's lease runs out 300 ms from now.
+    store
+        .take_webhook("left-leased", now_millis() + 300)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let retries = tokio::spawn(queue::run_retries(
+        fixture.state.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fixture.receiver.received().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    retries.await.unwrap();
+
+    let mut ids: Vec<String> = fixture
+        .receiver
+        .received()
+        .iter()
+        .map(|webhook| webhook.header("webhook-id").to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["left-leased", "left-queued"]);
+    assert_eq!(
+        fixture.queued(&queued_only).await.state,
+        WebhookState::Delivered
+    );
+    let leased = fixture.queued(&mid_request).await;
+    assert_eq!(leased.state, WebhookState::Delivered);
+    assert_eq!(leased.attempts, 2, "the dead sender's attempt counts");
 }
 
 #[tokio::test]

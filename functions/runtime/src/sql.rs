@@ -19,7 +19,8 @@ use crate::{
     jwt::Role,
     now_millis,
     store::{
-        Claim, Completion, Job, JobStatus, NewJob, OutboxMessage, Store, User, WebhookDelivery,
+        Claim, Completion, Job, JobStatus, NewJob, OutboxMessage, QueuedWebhook, Store, User,
+        WebhookDelivery, WebhookState,
     },
 };
 
@@ -98,6 +99,26 @@ impl SqlStore {
         Ok(SqlStore { pool, backend })
     }
 
+    /// Runs a job insert or update that must change exactly one row and, in
+    /// the same transaction, puts the event that announces the change in the
+    /// outbox. Returns false, and writes nothing, when no row changed.
+    async fn change_with_event<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        event: &OutboxMessage,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let mut transaction = self.pool.begin().await?;
+        let updated = update.execute(&mut *transaction).await?.rows_affected();
+        if updated != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        insert_outbox(event, now).execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -146,6 +167,24 @@ fn insert_outbox(
         .bind(now)
 }
 
+/// The update that fails a job which has not ended.
+fn fail_job_query<'q>(
+    id: Uuid,
+    reason: &'q str,
+    message: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', failure_reason = ?, failure_message = ?, updated_at = ?, \
+         finished_at = ? WHERE id = ? AND status IN ('queued', 'converting')",
+    )
+    .bind(reason)
+    .bind(message)
+    .bind(now)
+    .bind(now)
+    .bind(id.to_string())
+}
+
 fn outbox_from_row(row: &AnyRow) -> Result<OutboxMessage, Error> {
     let job_id: String = row.try_get("job_id")?;
     Ok(OutboxMessage {
@@ -155,6 +194,31 @@ fn outbox_from_row(row: &AnyRow) -> Result<OutboxMessage, Error> {
         event_json: row.try_get("event_json")?,
         attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
     })
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "webhook_id, job_id, url, body, state, attempts, next_attempt_at, last_error";
+
+fn webhook_from_row(row: &AnyRow) -> Result<QueuedWebhook, Error> {
+    let job_id: String = row.try_get("job_id")?;
+    let state: String = row.try_get("state")?;
+    Ok(QueuedWebhook {
+        webhook_id: row.try_get("webhook_id")?,
+        job_id: Uuid::from_str(&job_id)
+            .map_err(|err| Error::Corrupt(format!("webhook job id {job_id}: {err}")))?,
+        url: row.try_get("url")?,
+        body: row.try_get("body")?,
+        state: WebhookState::parse(&state)
+            .ok_or_else(|| Error::Corrupt(format!("webhook state {state}")))?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+/// Cuts an error text to what its column holds.
+fn clip(text: &str) -> String {
+    text.chars().take(1000).collect()
 }
 
 fn job_from_row(row: &AnyRow) -> Result<Job, Error> {
@@ -279,12 +343,8 @@ impl Store for SqlStore {
         event: &OutboxMessage,
     ) -> Result<Job, Error> {
         let now = now_millis();
-        let mut transaction = self.pool.begin().await?;
-        bind_job(sqlx::query(INSERT_JOB), &job, now)
-            .execute(&mut *transaction)
+        self.change_with_event(bind_job(sqlx::query(INSERT_JOB), &job, now), event, now)
             .await?;
-        insert_outbox(event, now).execute(&mut *transaction).await?;
-        transaction.commit().await?;
         self.job(job.id).await?.ok_or(Error::NotFound("job"))
     }
 
@@ -315,7 +375,7 @@ impl Store for SqlStore {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), Error> {
-        let error: String = error.chars().take(1000).collect();
+        let error = clip(error);
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? \
              WHERE event_id = ? AND sent_at IS NULL",
@@ -346,23 +406,13 @@ impl Store for SqlStore {
         event: &OutboxMessage,
     ) -> Result<bool, Error> {
         let now = now_millis();
-        let mut transaction = self.pool.begin().await?;
-        let updated = sqlx::query(
+        let requeue = sqlx::query(
             "UPDATE jobs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'converting' AND heartbeat_at < ?",
         )
         .bind(now)
         .bind(id.to_string())
-        .bind(stale_before)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            transaction.rollback().await?;
-            return Ok(false);
-        }
-        insert_outbox(event, now).execute(&mut *transaction).await?;
-        transaction.commit().await?;
-        Ok(true)
+        .bind(stale_before);
+        self.change_with_event(requeue, event, now).await
     }
 
     async fn heartbeat(&self, id: Uuid) -> Result<(), Error> {
@@ -459,20 +509,123 @@ impl Store for SqlStore {
     }
 
     async fn fail_job(&self, id: Uuid, reason: &str, message: &str) -> Result<bool, Error> {
+        let updated = fail_job_query(id, reason, message, now_millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn fail_job_with_event(
+        &self,
+        id: Uuid,
+        reason: &str,
+        message: &str,
+        event: &OutboxMessage,
+    ) -> Result<bool, Error> {
         let now = now_millis();
-        let updated = sqlx::query(
-            "UPDATE jobs SET status = 'failed', failure_reason = ?, failure_message = ?, updated_at = ?, \
-             finished_at = ? WHERE id = ? AND status IN ('queued', 'converting')",
+        self.change_with_event(fail_job_query(id, reason, message, now), event, now)
+            .await
+    }
+
+    async fn enqueue_webhook(
+        &self,
+        job_id: Uuid,
+        webhook_id: &str,
+        url: &str,
+        body: &str,
+    ) -> Result<bool, Error> {
+        let now = now_millis();
+        let inserted = sqlx::query(
+            "INSERT INTO webhooks (webhook_id, job_id, url, body, state, attempts, next_attempt_at, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
         )
-        .bind(reason)
-        .bind(message)
+        .bind(webhook_id)
+        .bind(job_id.to_string())
+        .bind(url)
+        .bind(body)
         .bind(now)
         .bind(now)
-        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(err) if is_unique_violation(&err) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn due_webhooks(&self, limit: u32) -> Result<Vec<QueuedWebhook>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE state = 'pending' AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at, webhook_id LIMIT ?"
+        ))
+        .bind(now_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    async fn take_webhook(
+        &self,
+        webhook_id: &str,
+        lease_until: i64,
+    ) -> Result<Option<QueuedWebhook>, Error> {
+        let now = now_millis();
+        let taken = sqlx::query(
+            "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ? \
+             WHERE webhook_id = ? AND state = 'pending' AND next_attempt_at <= ?",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(webhook_id)
+        .bind(now)
         .execute(&self.pool)
         .await?
         .rows_affected();
-        Ok(updated == 1)
+        if taken != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE webhook_id = ?"
+        ))
+        .bind(webhook_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    async fn webhook_attempted(
+        &self,
+        webhook_id: &str,
+        state: WebhookState,
+        next_attempt_at: i64,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE webhooks SET state = ?, next_attempt_at = ?, last_error = ?, updated_at = ? \
+             WHERE webhook_id = ?",
+        )
+        .bind(state.as_str())
+        .bind(next_attempt_at)
+        .bind(error.map(clip))
+        .bind(now_millis())
+        .bind(webhook_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn webhooks(&self, job_id: Uuid) -> Result<Vec<QueuedWebhook>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE job_id = ? ORDER BY created_at, webhook_id"
+        ))
+        .bind(job_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
     }
 
     async fn record_delivery(&self, job_id: Uuid, delivery: &WebhookDelivery) -> Result<(), Error> {

@@ -1,5 +1,8 @@
 //! Users, jobs and webhook deliveries, behind the [`Store`] trait.
 
+use alchemist_events::catalogue::{
+    ConversionFailed, FailureReason, build_event_with_id, outcome_event_id,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -100,6 +103,55 @@ pub struct OutboxMessage {
     pub attempts: u32,
 }
 
+impl OutboxMessage {
+    /// Wraps an event for the outbox.
+    pub fn new(event: &cloudevents::Event, job_id: Uuid) -> OutboxMessage {
+        use cloudevents::AttributesReader;
+        OutboxMessage {
+            event_id: event.id().to_owned(),
+            job_id,
+            event_json: serde_json::to_string(event).expect("CloudEvents serialize to JSON"),
+            attempts: 0,
+        }
+    }
+}
+
+/// Fails a job that has not ended and, in the same transaction, queues the
+/// `conversion.failed` event that tells its owner, under the job's outcome
+/// id. Returns false, and queues nothing, when the job had already ended.
+///
+/// # Errors
+///
+/// When the store fails.
+pub async fn fail_and_announce(
+    store: &dyn Store,
+    job: &Job,
+    source: &str,
+    reason: FailureReason,
+    message: &str,
+) -> Result<bool, Error> {
+    let payload = ConversionFailed {
+        job_id: job.id,
+        owner_id: job.owner_id.clone(),
+        reason,
+        message: message.to_owned(),
+    };
+    let event = build_event_with_id(
+        &outcome_event_id(job.id),
+        source,
+        &job.id.to_string(),
+        &payload,
+    );
+    store
+        .fail_job_with_event(
+            job.id,
+            reason.as_str(),
+            message,
+            &OutboxMessage::new(&event, job.id),
+        )
+        .await
+}
+
 /// The outcome of claiming a job for conversion.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -131,6 +183,60 @@ pub struct WebhookDelivery {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub attempted_at: i64,
+}
+
+/// Where a queued webhook stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The URL did not pass the address guard; no attempt can change that.
+    Refused,
+    /// Every attempt failed; no more are made.
+    Abandoned,
+}
+
+impl WebhookState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Refused => "refused",
+            WebhookState::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<WebhookState> {
+        [
+            WebhookState::Pending,
+            WebhookState::Delivered,
+            WebhookState::Refused,
+            WebhookState::Abandoned,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}
+
+/// A webhook in the delivery queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedWebhook {
+    /// The `webhook-id` header: the same on every attempt, so receivers can
+    /// drop repeats.
+    pub webhook_id: String,
+    pub job_id: Uuid,
+    pub url: String,
+    /// The JSON body, fixed when the webhook is queued.
+    pub body: String,
+    pub state: WebhookState,
+    /// Attempts started so far, this one included once it is taken.
+    pub attempts: u32,
+    /// When the next attempt is due (Unix milliseconds).
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
 }
 
 /// Persistent state of users, jobs and deliveries.
@@ -210,6 +316,52 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves a job that has not ended to `failed`. Returns false when it had already ended.
     async fn fail_job(&self, id: Uuid, reason: &str, message: &str) -> Result<bool, Error>;
+
+    /// Like [`Store::fail_job`], and puts the event that announces the
+    /// failure in the outbox in the same transaction. Writes nothing when the
+    /// job had already ended.
+    async fn fail_job_with_event(
+        &self,
+        id: Uuid,
+        reason: &str,
+        message: &str,
+        event: &OutboxMessage,
+    ) -> Result<bool, Error>;
+
+    /// Queues a webhook, due at once. Returns false when a webhook with the
+    /// same id is queued already, so that a redelivered event sends nothing twice.
+    async fn enqueue_webhook(
+        &self,
+        job_id: Uuid,
+        webhook_id: &str,
+        url: &str,
+        body: &str,
+    ) -> Result<bool, Error>;
+
+    /// Pending webhooks whose next attempt is due, oldest first.
+    async fn due_webhooks(&self, limit: u32) -> Result<Vec<QueuedWebhook>, Error>;
+
+    /// Takes a due webhook for one attempt: counts the attempt and moves its
+    /// next attempt to `lease_until`, so that no other sender takes it before
+    /// then. `None` when it is not pending or not due (another sender has it).
+    async fn take_webhook(
+        &self,
+        webhook_id: &str,
+        lease_until: i64,
+    ) -> Result<Option<QueuedWebhook>, Error>;
+
+    /// Records the end of an attempt: the new state and, for a pending
+    /// webhook, when the next attempt is due.
+    async fn webhook_attempted(
+        &self,
+        webhook_id: &str,
+        state: WebhookState,
+        next_attempt_at: i64,
+        error: Option<&str>,
+    ) -> Result<(), Error>;
+
+    /// Lists the webhooks of one job, oldest first.
+    async fn webhooks(&self, job_id: Uuid) -> Result<Vec<QueuedWebhook>, Error>;
 
     async fn record_delivery(&self, job_id: Uuid, delivery: &WebhookDelivery) -> Result<(), Error>;
 

@@ -11,8 +11,11 @@ use std::time::Duration;
 use alchemist_runtime::{
     Error,
     jwt::Role,
+    now_millis,
     sql::SqlStore,
-    store::{Claim, Completion, JobStatus, NewJob, Store, WebhookDelivery},
+    store::{
+        Claim, Completion, JobStatus, NewJob, OutboxMessage, Store, WebhookDelivery, WebhookState,
+    },
 };
 use sqlx::Connection;
 use uuid::Uuid;
@@ -216,6 +219,141 @@ async fn store_suite(store: &dyn Store) {
             .await
             .unwrap()
     );
+
+    failure_with_event(store, &alice.id).await;
+    webhook_queue(store, first.id).await;
+}
+
+/// A failure and its announcing event are stored together, or not at all.
+async fn failure_with_event(store: &dyn Store, owner_id: &str) {
+    let job = store
+        .create_job(new_job(owner_id, "broken.mp4"))
+        .await
+        .unwrap();
+    let event = OutboxMessage {
+        event_id: format!("failed-{}", job.id),
+        job_id: job.id,
+        event_json: "{}".to_owned(),
+        attempts: 0,
+    };
+    let outbox_before = store.due_outbox(1000).await.unwrap().len();
+    assert!(
+        store
+            .fail_job_with_event(job.id, "delivery_failed", "Try again.", &event)
+            .await
+            .unwrap()
+    );
+    let failed = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.failure_reason.as_deref(), Some("delivery_failed"));
+    let due = store.due_outbox(1000).await.unwrap();
+    assert_eq!(due.len(), outbox_before + 1);
+    assert!(due.iter().any(|message| message.event_id == event.event_id));
+
+    // A job that already ended gets neither a new reason nor a second event.
+    let again = OutboxMessage {
+        event_id: format!("again-{}", job.id),
+        ..event
+    };
+    assert!(
+        !store
+            .fail_job_with_event(job.id, "internal", "Other.", &again)
+            .await
+            .unwrap()
+    );
+    let due = store.due_outbox(1000).await.unwrap();
+    assert!(!due.iter().any(|message| message.event_id == again.event_id));
+    assert_eq!(
+        store
+            .job(job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .failure_reason
+            .as_deref(),
+        Some("delivery_failed")
+    );
+}
+
+/// Webhooks are queued once, taken by one sender at a time, and rescheduled.
+async fn webhook_queue(store: &dyn Store, job_id: Uuid) {
+    let url = "https://example.com/hook";
+    assert!(
+        store
+            .enqueue_webhook(job_id, "wh-1", url, r#"{"n":1}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_webhook(job_id, "wh-1", url, r#"{"n":2}"#)
+            .await
+            .unwrap(),
+        "a second webhook under the same id is refused"
+    );
+    let due = store.due_webhooks(100).await.unwrap();
+    let queued = due
+        .iter()
+        .find(|webhook| webhook.webhook_id == "wh-1")
+        .unwrap();
+    assert_eq!(queued.state, WebhookState::Pending);
+    assert_eq!(queued.attempts, 0);
+    assert_eq!(queued.body, r#"{"n":1}"#);
+
+    // One sender takes it; a second finds it leased.
+    let lease_until = now_millis() + 60_000;
+    let taken = store
+        .take_webhook("wh-1", lease_until)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.attempts, 1);
+    assert_eq!(taken.next_attempt_at, lease_until);
+    assert!(
+        store
+            .take_webhook("wh-1", lease_until)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .due_webhooks(100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|webhook| webhook.webhook_id == "wh-1")
+    );
+
+    // A failed attempt schedules the next; a past time makes it due again.
+    store
+        .webhook_attempted("wh-1", WebhookState::Pending, now_millis() - 1, Some("503"))
+        .await
+        .unwrap();
+    let retaken = store
+        .take_webhook("wh-1", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retaken.attempts, 2);
+    assert_eq!(retaken.last_error.as_deref(), Some("503"));
+
+    // A webhook that ended is never taken again.
+    store
+        .webhook_attempted("wh-1", WebhookState::Delivered, now_millis() - 1, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_webhook("wh-1", now_millis())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = store.webhooks(job_id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, WebhookState::Delivered);
+    assert_eq!(listed[0].attempts, 2);
 }
 
 #[tokio::test]

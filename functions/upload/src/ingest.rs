@@ -13,7 +13,7 @@ use alchemist_events::catalogue::{MP3_BITRATES, VideoUploaded, build_event};
 use alchemist_runtime::{
     blob::{BlobMeta, BlobReader, Bucket, StoredBlob},
     jwt::Authenticated,
-    store::NewJob,
+    store::{NewJob, OutboxMessage},
 };
 use axum::{
     Json,
@@ -27,10 +27,7 @@ use tokio_util::io::StreamReader;
 use tracing::info;
 use uuid::Uuid;
 
-use crate::{
-    AppState, Error, SOURCE,
-    outbox::{outbox_message, publish_message},
-};
+use crate::{AppState, Error, SOURCE, outbox::publish_message};
 
 /// Options of a job, from query parameters or multipart fields.
 #[derive(Debug, Default, Deserialize)]
@@ -104,7 +101,7 @@ pub(crate) async fn create_upload(
     };
     // The job and its event are stored together; publishing comes after, so
     // a broker outage only delays the event (see the outbox module).
-    let message = outbox_message(&build_event(SOURCE, &job_id.to_string(), &payload), job_id);
+    let message = OutboxMessage::new(&build_event(SOURCE, &job_id.to_string(), &payload), job_id);
     let job = match state.store.create_job_with_event(new_job, &message).await {
         Ok(job) => job,
         Err(err) => {

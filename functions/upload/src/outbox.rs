@@ -21,9 +21,9 @@ use alchemist_events::{
 };
 use alchemist_runtime::{
     now_millis,
-    store::{Job, OutboxMessage, Store},
+    store::{Job, OutboxMessage, Store, fail_and_announce},
 };
-use cloudevents::{AttributesReader, Event};
+use cloudevents::Event;
 use tracing::{debug, error, info, warn};
 
 use crate::SOURCE;
@@ -56,16 +56,6 @@ pub struct RelayReport {
     pub published: usize,
     pub failed: usize,
     pub requeued: usize,
-}
-
-/// Wraps an event for the outbox.
-pub fn outbox_message(event: &Event, job_id: uuid::Uuid) -> OutboxMessage {
-    OutboxMessage {
-        event_id: event.id().to_owned(),
-        job_id,
-        event_json: serde_json::to_string(event).expect("CloudEvents serialize to JSON"),
-        attempts: 0,
-    }
 }
 
 /// The `video.uploaded` event that starts (or restarts) a job's conversion.
@@ -148,15 +138,12 @@ pub async fn relay_once(
     for job in store.stale_jobs(stale_before, 100).await? {
         if job.attempts >= MAX_ATTEMPTS {
             let reason = alchemist_events::catalogue::FailureReason::Internal;
-            if store
-                .fail_job(job.id, reason.as_str(), reason.user_message())
-                .await?
-            {
+            if fail_and_announce(store, &job, SOURCE, reason, reason.user_message()).await? {
                 error!(job_id = %job.id, attempts = job.attempts, "convert workers died on this job every time; job failed");
             }
             continue;
         }
-        let message = outbox_message(&uploaded_event(&job), job.id);
+        let message = OutboxMessage::new(&uploaded_event(&job), job.id);
         if store
             .requeue_stale_job(job.id, stale_before, &message)
             .await?

@@ -8,15 +8,20 @@ use std::sync::{
 
 use alchemist_events::{
     broker::Broker,
-    catalogue::{VideoUploaded, parse_payload},
+    catalogue::{
+        ConversionFailed, FailureReason, Payload, VideoUploaded, outcome_event_id, parse_payload,
+    },
 };
 use alchemist_runtime::{
     blob::Bucket,
     jwt::{JwtKeys, Role},
-    store::{Completion, JobStatus},
+    store::{Claim, Completion, JobStatus},
     testing::{self, TempDeps},
 };
-use alchemist_upload::{AppState, Config, app, outbox::relay_once};
+use alchemist_upload::{
+    AppState, Config, app,
+    outbox::{RelayReport, relay_once},
+};
 use axum::{
     Router,
     body::Body,
@@ -77,6 +82,13 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// One pass of the outbox relay, with `lease` as the job lease.
+    async fn relay(&self, lease: std::time::Duration) -> RelayReport {
+        relay_once(self.deps.store.as_ref(), self.broker.as_ref(), lease)
+            .await
+            .unwrap()
+    }
+
     async fn token(&self, email: &str, role: Role) -> String {
         let user = testing::add_user(self.deps.store.as_ref(), email, "password123", role).await;
         self.keys.issue(&user.id, &user.email, role).0
@@ -360,13 +372,7 @@ async fn broker_outage_keeps_event_in_outbox() {
     // The broker comes back; once the backoff has passed, the relay publishes the event once.
     fx.broker.down.store(false, Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let report = relay_once(
-        fx.deps.store.as_ref(),
-        fx.broker.as_ref(),
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let report = fx.relay(std::time::Duration::from_secs(60)).await;
     assert_eq!(report.published, 1);
     let events = fx.broker.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
@@ -374,13 +380,7 @@ async fn broker_outage_keeps_event_in_outbox() {
         parse_payload::<VideoUploaded>(&events[0]).unwrap().job_id,
         job_id
     );
-    let again = relay_once(
-        fx.deps.store.as_ref(),
-        fx.broker.as_ref(),
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let again = fx.relay(std::time::Duration::from_secs(60)).await;
     assert_eq!(again.published, 0, "a published event leaves the outbox");
 }
 
@@ -395,24 +395,12 @@ async fn stale_converting_job_is_requeued() {
     fx.deps.store.claim_job(job_id, 60_000).await.unwrap();
 
     // A live worker's job is left alone.
-    let report = relay_once(
-        fx.deps.store.as_ref(),
-        fx.broker.as_ref(),
-        std::time::Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let report = fx.relay(std::time::Duration::from_secs(60)).await;
     assert_eq!(report.requeued, 0);
 
     // Its worker died: no heartbeat within the lease.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let report = relay_once(
-        fx.deps.store.as_ref(),
-        fx.broker.as_ref(),
-        std::time::Duration::from_millis(10),
-    )
-    .await
-    .unwrap();
+    let report = fx.relay(std::time::Duration::from_millis(10)).await;
     assert_eq!(report.requeued, 1);
     assert_eq!(report.published, 1);
     assert_eq!(
@@ -429,6 +417,43 @@ async fn stale_converting_job_is_requeued() {
         cloudevents::AttributesReader::id(&events[0]),
         cloudevents::AttributesReader::id(&events[1])
     );
+}
+
+/// A file that kills its worker every time is not retried forever: the job
+/// fails, and the failure is announced so that its owner hears of it.
+#[tokio::test]
+async fn job_whose_workers_always_die_fails_and_is_announced() {
+    let fx = fixture().await;
+    let token = fx.token("a@example.com", Role::User).await;
+    let (_, answer) = fx
+        .upload_raw(&token, "clip.mp4", b"data".to_vec(), "")
+        .await;
+    let job_id: Uuid = answer["job_id"].as_str().unwrap().parse().unwrap();
+    for _ in 0..alchemist_upload::outbox::MAX_ATTEMPTS {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let claim = fx.deps.store.claim_job(job_id, 1).await.unwrap();
+        assert!(matches!(claim, Claim::Started { .. }), "{claim:?}");
+    }
+
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let report = fx.relay(std::time::Duration::from_millis(10)).await;
+
+    assert_eq!(report.requeued, 0);
+    let job = fx.deps.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.failure_reason.as_deref(), Some("internal"));
+    let events = fx.broker.events.lock().unwrap().clone();
+    let failed = events
+        .iter()
+        .find(|event| cloudevents::AttributesReader::ty(*event) == ConversionFailed::TYPE)
+        .expect("the failure is published");
+    assert_eq!(
+        cloudevents::AttributesReader::id(failed),
+        outcome_event_id(job_id)
+    );
+    let payload = parse_payload::<ConversionFailed>(failed).unwrap();
+    assert_eq!(payload.job_id, job_id);
+    assert_eq!(payload.reason, FailureReason::Internal);
 }
 
 #[tokio::test]
