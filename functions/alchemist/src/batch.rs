@@ -44,6 +44,9 @@ pub enum FileOutcome {
 pub struct BatchOptions {
     pub out_dir: PathBuf,
     pub bitrate_kbps: Option<u32>,
+    /// Replace an MP3 that already exists in the output directory; without
+    /// it such a file fails with `output_exists` before any work is done.
+    pub overwrite: bool,
 }
 
 /// Converts `input` and writes the MP3 into the output directory.
@@ -59,6 +62,16 @@ pub async fn convert_file(
     options: &BatchOptions,
     names: &OutputNames,
 ) -> anyhow::Result<FileOutcome> {
+    let mp3 = names.claim(&options.out_dir, input);
+    if !options.overwrite && tokio::fs::try_exists(&mp3).await.unwrap_or(true) {
+        return Ok(FileOutcome::Failed {
+            reason: "output_exists".to_owned(),
+            message: format!(
+                "{} already exists. Pass --overwrite to replace it, or choose another --out directory.",
+                mp3.display()
+            ),
+        });
+    }
     let file = match tokio::fs::File::open(input).await {
         Ok(file) => file,
         Err(err) => {
@@ -112,7 +125,6 @@ pub async fn convert_file(
         });
     }
 
-    let mp3 = names.claim(&options.out_dir, input);
     download(stack, token, job_id, &mp3).await?;
     remove_blobs(stack, &job).await;
     Ok(FileOutcome::Converted {

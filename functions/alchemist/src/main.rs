@@ -37,6 +37,9 @@ enum Command {
         /// Files converted at once [default: the number of CPU cores].
         #[arg(long, short)]
         jobs: Option<usize>,
+        /// Replace MP3 files that already exist in the output directory.
+        #[arg(long)]
+        overwrite: bool,
         /// Video or audio files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -109,12 +112,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             bitrate,
             jobs,
+            overwrite,
             files,
         } => {
             if let Some(jobs) = jobs {
                 options.parallelism = jobs.max(1);
             }
-            convert(options, out, bitrate, files).await
+            let batch = BatchOptions {
+                out_dir: out,
+                bitrate_kbps: bitrate,
+                overwrite,
+            };
+            convert(options, batch, files).await
         }
         Command::Dev {
             port,
@@ -135,21 +144,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn convert(
     options: StackOptions,
-    out_dir: PathBuf,
-    bitrate_kbps: Option<u32>,
+    batch: BatchOptions,
     files: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     alchemist_convert::media::check_tools().map_err(anyhow::Error::msg)?;
-    if let Some(kbps) = bitrate_kbps {
+    if let Some(kbps) = batch.bitrate_kbps {
         anyhow::ensure!(
             alchemist_events::catalogue::MP3_BITRATES.contains(&kbps),
             "--bitrate {kbps} is not an MP3 bitrate; use one of {:?}",
             alchemist_events::catalogue::MP3_BITRATES
         );
     }
-    tokio::fs::create_dir_all(&out_dir)
+    tokio::fs::create_dir_all(&batch.out_dir)
         .await
-        .with_context(|| format!("cannot create the output directory {}", out_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the output directory {}",
+                batch.out_dir.display()
+            )
+        })?;
 
     let parallelism = options.parallelism;
     let stack = Arc::new(Stack::open(options).await?);
@@ -163,10 +176,7 @@ async fn convert(
     let outcomes = batch::convert_all(
         stack.clone(),
         files,
-        BatchOptions {
-            out_dir,
-            bitrate_kbps,
-        },
+        batch,
         parallelism,
         |_, input, outcome| {
             finished += 1;

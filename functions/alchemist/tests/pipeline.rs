@@ -200,3 +200,64 @@ async fn health_routes_answer() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+/// Runs `alchemist convert --out OUT [EXTRA...] INPUT` with its data in `work`.
+fn convert_cli(work: &std::path::Path, input: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_alchemist"))
+        .arg("convert")
+        .arg("--out")
+        .arg(work.join("out"))
+        .args(extra)
+        .arg(input)
+        .env("ALCHEMIST_DATA_DIR", work.join("data"))
+        .env("CONVERT_WORK_DIR", work)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run alchemist convert");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("INFO"),
+        "info logs are written:
+{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "logs to a pipe carry no colour codes:\n{stderr}"
+    );
+    (output.status.code().unwrap(), stdout)
+}
+
+/// A second run into the same folder leaves the first MP3 alone unless told
+/// to replace it.
+#[test]
+fn existing_mp3_is_kept_unless_overwrite_is_given() {
+    let work = tempfile::tempdir().unwrap();
+    let input = testing::video_with_audio(work.path(), "talk.mp4", 1);
+    let mp3 = work.path().join("out").join("talk.mp3");
+
+    let (code, stdout) = convert_cli(work.path(), &input, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    std::fs::write(&mp3, b"the user's own file").unwrap();
+
+    let (code, stdout) = convert_cli(work.path(), &input, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("failed: output_exists"), "{stdout}");
+    assert!(stdout.contains("--overwrite"), "{stdout}");
+    assert_eq!(std::fs::read(&mp3).unwrap(), b"the user's own file");
+
+    let (code, stdout) = convert_cli(work.path(), &input, &["--overwrite"]);
+    assert_eq!(code, 0, "{stdout}");
+    let bytes = std::fs::read(&mp3).unwrap();
+    assert!(bytes.len() > 1000, "the MP3 replaced the old file");
+    assert!(
+        !std::fs::read_dir(work.path().join("out"))
+            .unwrap()
+            .any(|entry| entry
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".part")),
+        "no partial file is left"
+    );
+}

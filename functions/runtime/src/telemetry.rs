@@ -24,10 +24,18 @@ pub fn init_json() {
 
 /// Installs a global subscriber that writes readable lines to standard error,
 /// for the command-line program, at `default` level unless `RUST_LOG` says otherwise.
+/// Colours are used only when standard error is a terminal, so that logs
+/// redirected to a file hold no escape codes.
 pub fn init_text(default: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .try_init();
 }
