@@ -190,7 +190,7 @@ impl Stack {
             keys,
             webhook_secret,
             upload,
-            public,
+            public: alchemist_runtime::metrics::record_http(public),
             data_dir,
             relay,
             relay_task: tokio::sync::Mutex::new(Some(relay_task)),

@@ -28,7 +28,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, SOURCE,
+    AppState, Error, SOURCE, metrics,
     outbox::{outbox_message, publish_message},
 };
 
@@ -48,6 +48,19 @@ pub struct UploadAccepted {
 }
 
 pub(crate) async fn create_upload(
+    state: State<AppState>,
+    claims: Authenticated,
+    query: Query<UploadOptions>,
+    request: Request,
+) -> Result<impl IntoResponse, Error> {
+    let result = queue_upload(state, claims, query, request).await;
+    if let Err(err) = &result {
+        metrics::record_failed(err);
+    }
+    result
+}
+
+async fn queue_upload(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Query(query): Query<UploadOptions>,
@@ -114,6 +127,7 @@ pub(crate) async fn create_upload(
     };
     publish_message(state.store.as_ref(), state.broker.as_ref(), &message).await?;
     info!(%job_id, size = blob.size, sha256 = %blob.sha256, "upload accepted");
+    metrics::record_accepted(blob.size);
 
     let status_url = format!("/jobs/{job_id}");
     let mut headers = HeaderMap::new();
