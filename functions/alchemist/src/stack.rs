@@ -196,7 +196,7 @@ impl Stack {
             keys,
             webhook_secret,
             upload,
-            public,
+            public: alchemist_runtime::metrics::record_http(public),
             data_dir,
             background,
             background_tasks: tokio::sync::Mutex::new(vec![relay_task, retries_task]),

@@ -4,8 +4,10 @@
 //!
 //! - [`app`] builds the router: `POST /` takes `video.uploaded` CloudEvents,
 //!   `POST /events/dead-letter` takes every event a Trigger gave up on and
-//!   fails its job, `/healthz` and `/readyz` report health.
+//!   fails its job, `/healthz` and `/readyz` report health, `/metrics`
+//!   serves the Prometheus metrics.
 //! - [`media`] runs ffprobe and ffmpeg and decides whether the result is good.
+//! - `metrics` counts conversions by outcome and times them.
 //! - [`mp3`] reads the frame headers of the MP3 that ffmpeg wrote.
 //! - [`Error`] is the one error type of this crate, mapped to HTTP once.
 //!
@@ -16,9 +18,14 @@
 //! claim and answers 500, so the broker retries and finally dead-letters.
 
 pub mod media;
+mod metrics;
 pub mod mp3;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use alchemist_events::{
     catalogue::{
@@ -30,6 +37,7 @@ use alchemist_events::{
 use alchemist_runtime::{
     blob::{BlobMeta, BlobStore, Bucket},
     config::{Env, Reader},
+    metrics::record_http,
     serve::{Readiness, health_routes},
     store::{Claim, Completion, Store, fail_and_announce},
 };
@@ -168,18 +176,20 @@ impl IntoResponse for Error {
     }
 }
 
-/// The router of the convert function, with `/healthz` and `/readyz`.
+/// The router of the convert function, with `/healthz`, `/readyz`,
+/// `/metrics` and the HTTP request metrics.
 pub fn app(state: AppState) -> Router {
     let readiness = Readiness {
         store: Some(state.store.clone()),
         blobs: Some(state.blobs.clone()),
     };
-    routes(state).merge(health_routes(readiness))
+    record_http(routes(state).merge(health_routes(readiness)))
 }
 
 /// The convert function's own routes, without the health routes, for
 /// serving several functions on one port.
 pub fn routes(state: AppState) -> Router {
+    metrics::register_metrics();
     Router::new()
         .route("/", post(receive))
         .route("/events/dead-letter", post(dead_letter))
@@ -321,8 +331,15 @@ async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply,
             }
         })
     };
+    let started = Instant::now();
     let outcome = convert_job(state, &uploaded, attempt).await;
     heartbeat.abort();
+    let label = match &outcome {
+        Ok(_) => metrics::DONE,
+        Err(Outcome::Rejected { reason, .. }) => reason.as_str(),
+        Err(Outcome::Retry(_)) => metrics::ERROR,
+    };
+    metrics::record_conversion(label, started.elapsed());
 
     match outcome {
         Ok(reply) => Ok(reply),

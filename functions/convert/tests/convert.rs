@@ -657,3 +657,30 @@ async fn announced_failure(fx: &Fixture, job_id: Uuid) -> ConversionFailed {
     assert_eq!(event.ty(), ConversionFailed::TYPE);
     parse_payload(&event).unwrap()
 }
+
+#[tokio::test]
+async fn metrics_count_conversions_by_outcome() {
+    let fx = fixture().await;
+    let silent = testing::video_without_audio(fx.deps.dir.path(), "silent.mp4");
+    let tone = testing::video_with_audio(fx.deps.dir.path(), "tone.mp4", 1);
+    let silent = fx.queue(&silent, None).await;
+    let tone = fx.queue(&tone, None).await;
+    let before = testing::scrape_metrics(&fx.router).await;
+
+    let (status, _) = fx.deliver(uploaded_event(&silent)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = fx.deliver(uploaded_event(&tone)).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = testing::scrape_metrics(&fx.router).await;
+
+    // Other tests in this binary convert concurrently, so a count may move by more.
+    let moved = |series: &str| testing::sample(&after, series) - testing::sample(&before, series);
+    assert!(moved(r#"alchemist_conversions_total{outcome="no_audio"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_conversion_duration_seconds_count{outcome="no_audio"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_conversions_total{outcome="done"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_conversion_duration_seconds_count{outcome="done"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_conversion_duration_seconds_sum{outcome="done"}"#) > 0.0);
+    assert!(moved(r#"alchemist_http_requests_total{method="POST",route="/",status="200"}"#) >= 2.0);
+    // No test makes the service fail, yet its counter is listed, at 0.
+    assert!(after.contains("\nalchemist_conversions_total{outcome=\"error\"} "));
+}

@@ -131,13 +131,14 @@ pub struct TokenResponse {
     pub expires_in: u64,
 }
 
-/// The router of the login function, with `/healthz` and `/readyz`.
+/// The router of the login function, with `/healthz`, `/readyz`,
+/// `/metrics` and the HTTP request metrics.
 pub fn app(state: AppState) -> Router {
     let readiness = Readiness {
         store: Some(state.store.clone()),
         blobs: None,
     };
-    routes(state).merge(health_routes(readiness))
+    alchemist_runtime::metrics::record_http(routes(state).merge(health_routes(readiness)))
 }
 
 /// The login function's own routes, without the health routes, for

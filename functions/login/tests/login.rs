@@ -546,3 +546,28 @@ async fn validate_without_token_gets_challenge() {
         assert!(!challenge.contains("error="), "{case}: {challenge}");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let fixture = fixture().await;
+    let before = testing::scrape_metrics(&fixture.router).await;
+
+    let reply = fixture.login(EMAIL, PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // No other test sends GET /login, so its count moves by exactly one.
+    let reply = fixture
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    let after = testing::scrape_metrics(&fixture.router).await;
+
+    let wrong_method = r#"alchemist_http_requests_total{method="GET",route="/login",status="405"}"#;
+    assert_eq!(
+        testing::sample(&after, wrong_method) - testing::sample(&before, wrong_method),
+        1.0
+    );
+    let issued = r#"alchemist_http_requests_total{method="POST",route="/login",status="200"}"#;
+    assert!(testing::sample(&after, issued) > testing::sample(&before, issued));
+    let timed = r#"alchemist_http_request_duration_seconds_count{method="POST",route="/login",status="200"}"#;
+    assert!(testing::sample(&after, timed) > testing::sample(&before, timed));
+}

@@ -140,7 +140,7 @@ pub fn app(state: AppState) -> Router {
         store: Some(state.store.clone()),
         blobs: None,
     };
-    routes(state).merge(health_routes(readiness))
+    alchemist_runtime::metrics::record_http(routes(state).merge(health_routes(readiness)))
 }
 
 /// The notify function's own routes, without the health routes, for

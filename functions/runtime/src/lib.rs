@@ -12,7 +12,9 @@
 //!   directory implementation.
 //! - [`gridfs`]: the MongoDB GridFS implementation of [`blob::BlobStore`].
 //! - [`deps`]: connecting the store and blob store a deployment names.
-//! - [`serve`]: binding `$PORT`, health routes and graceful shutdown.
+//! - [`serve`]: binding `$PORT`, health and metrics routes, and graceful shutdown.
+//! - [`metrics`]: the process's Prometheus registry, `GET /metrics`, and
+//!   the HTTP request metrics that every function records.
 //! - [`telemetry`]: `tracing` set-up.
 
 pub mod blob;
@@ -21,12 +23,13 @@ pub mod deps;
 mod error;
 pub mod gridfs;
 pub mod jwt;
+pub mod metrics;
 pub mod password;
 pub mod serve;
 pub mod sql;
 pub mod store;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::Error;

@@ -1,4 +1,4 @@
-//! Serving a function: health routes, `$PORT`, graceful shutdown.
+//! Serving a function: health and metrics routes, `$PORT`, graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,11 +19,13 @@ pub struct Readiness {
     pub blobs: Option<Arc<dyn BlobStore>>,
 }
 
-/// `GET /healthz` (the process runs) and `GET /readyz` (its dependencies answer).
+/// `GET /healthz` (the process runs), `GET /readyz` (its dependencies respond)
+/// and `GET /metrics` (the process's Prometheus metrics, see [`crate::metrics`]).
 pub fn health_routes(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(crate::metrics::scrape))
         .with_state(readiness)
 }
 

@@ -1,7 +1,7 @@
-//! Helpers for the test suites: temporary stores, users, tokens and media.
+//! Helpers for the test suites: temporary stores, users, tokens, media and metrics.
 //!
-//! Compiled only with the `testing` feature, which the function crates enable
-//! for their tests.
+//! Compiled with the `testing` feature, which the function crates enable
+//! for their tests, and for this crate's own unit tests.
 
 use std::{
     path::{Path, PathBuf},
@@ -272,4 +272,55 @@ pub fn foreign_keys() -> JwtKeys {
 /// Returns the role of a test user as text, for readable assertions.
 pub fn role_name(role: Role) -> &'static str {
     role.as_str()
+}
+
+/// Requests `GET /metrics` from `router` and returns the body.
+///
+/// # Panics
+///
+/// When the response is not 200 with the Prometheus text content type.
+pub async fn scrape_metrics(router: &axum::Router) -> String {
+    use tower::ServiceExt;
+
+    let request = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .expect("a valid request");
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("a router never fails");
+    assert_eq!(
+        response.status(),
+        axum::http::StatusCode::OK,
+        "GET /metrics"
+    );
+    let content_type = response.headers().get(axum::http::header::CONTENT_TYPE);
+    assert_eq!(
+        content_type.and_then(|value| value.to_str().ok()),
+        Some(crate::metrics::CONTENT_TYPE),
+        "content type of GET /metrics"
+    );
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("read the metrics");
+    String::from_utf8(body.to_vec()).expect("the metrics are UTF-8")
+}
+
+/// Finds the value of one series, such as `alchemist_uploads_total{outcome="empty"}`,
+/// in the text of `GET /metrics`. A series that was never recorded is
+/// absent and reads as 0, like a fresh counter.
+///
+/// # Panics
+///
+/// When the value is not a number.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| {
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{series} has a value that is not a number: {value}"))
+        })
 }

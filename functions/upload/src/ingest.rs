@@ -27,7 +27,7 @@ use tokio_util::io::StreamReader;
 use tracing::info;
 use uuid::Uuid;
 
-use crate::{AppState, Error, SOURCE, outbox::publish_message};
+use crate::{AppState, Error, SOURCE, metrics, outbox::publish_message};
 
 /// Options of a job, from query parameters or multipart fields.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +45,19 @@ pub struct UploadAccepted {
 }
 
 pub(crate) async fn create_upload(
+    state: State<AppState>,
+    claims: Authenticated,
+    query: Query<UploadOptions>,
+    request: Request,
+) -> Result<impl IntoResponse, Error> {
+    let result = queue_upload(state, claims, query, request).await;
+    if let Err(err) = &result {
+        metrics::record_failed(err);
+    }
+    result
+}
+
+async fn queue_upload(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
     Query(query): Query<UploadOptions>,
@@ -111,6 +124,7 @@ pub(crate) async fn create_upload(
     };
     publish_message(state.store.as_ref(), state.broker.as_ref(), &message).await?;
     info!(%job_id, size = blob.size, sha256 = %blob.sha256, "upload accepted");
+    metrics::record_accepted(blob.size);
 
     let status_url = format!("/jobs/{job_id}");
     let mut headers = HeaderMap::new();

@@ -3,8 +3,10 @@
 //! # Layout
 //!
 //! - [`app`] builds the router: `POST /uploads`, `GET /jobs`,
-//!   `GET /jobs/{id}` and `GET /jobs/{id}/audio`.
+//!   `GET /jobs/{id}` and `GET /jobs/{id}/audio`, plus `/healthz`, `/readyz`
+//!   and `/metrics`.
 //! - [`ingest`] streams a request body (raw or multipart) into the blob store.
+//! - `metrics` counts uploads by outcome and the bytes accepted.
 //! - [`download`] serves an MP3 with Range support.
 //! - [`outbox`] keeps events until the broker has them, and requeues jobs
 //!   whose convert worker died.
@@ -14,6 +16,7 @@ pub mod download;
 mod error;
 pub mod ingest;
 pub mod jobs;
+mod metrics;
 pub mod outbox;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use alchemist_runtime::{
     blob::BlobStore,
     config::Reader,
     jwt::JwtKeys,
+    metrics::record_http,
     serve::{Readiness, health_routes},
     store::Store,
 };
@@ -82,18 +86,20 @@ impl FromRef<AppState> for Arc<JwtKeys> {
     }
 }
 
-/// The router of the upload function, with `/healthz` and `/readyz`.
+/// The router of the upload function, with `/healthz`, `/readyz`,
+/// `/metrics` and the HTTP request metrics.
 pub fn app(state: AppState) -> Router {
     let readiness = Readiness {
         store: Some(state.store.clone()),
         blobs: Some(state.blobs.clone()),
     };
-    routes(state).merge(health_routes(readiness))
+    record_http(routes(state).merge(health_routes(readiness)))
 }
 
 /// The upload function's own routes, without the health routes, for
 /// serving several functions on one port.
 pub fn routes(state: AppState) -> Router {
+    metrics::register_metrics();
     Router::new()
         // The upload size is enforced while streaming, against MAX_UPLOAD_BYTES.
         .route(

@@ -598,3 +598,55 @@ async fn oversized_text_field_is_400() {
     assert!(String::from_utf8_lossy(&body).contains("longer than 4096 bytes"));
     assert_eq!(fx.video_blob_count(), 0);
 }
+
+#[tokio::test]
+async fn metrics_count_uploads_by_outcome() {
+    let fx = fixture_with(
+        Config {
+            max_upload_bytes: 20_000,
+        },
+        RecordingBroker::default(),
+    )
+    .await;
+    let token = fx.token("a@example.com", Role::User).await;
+    let before = testing::scrape_metrics(&fx.router).await;
+
+    let (status, _) = fx
+        .upload_raw(&token, "clip.mp4", vec![7u8; 12_345], "")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = fx.upload_raw(&token, "empty.mp4", Vec::new(), "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = fx
+        .upload_raw(&token, "big.mp4", vec![1u8; 30_000], "")
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = fx
+        .upload_raw(&token, "clip.mp4", b"data".to_vec(), "?bitrate_kbps=100")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let unknown_job = Uuid::new_v4();
+    let (status, _, _) = fx.get(&token, &format!("/jobs/{unknown_job}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let after = testing::scrape_metrics(&fx.router).await;
+
+    // Other tests in this binary upload concurrently, so a count may move by more.
+    let moved = |series: &str| testing::sample(&after, series) - testing::sample(&before, series);
+    assert!(moved(r#"alchemist_uploads_total{outcome="accepted"}"#) >= 1.0);
+    assert!(moved("alchemist_upload_bytes_total") >= 12_345.0);
+    assert!(moved(r#"alchemist_uploads_total{outcome="empty"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_uploads_total{outcome="too_large"}"#) >= 1.0);
+    assert!(moved(r#"alchemist_uploads_total{outcome="bad_request"}"#) >= 1.0);
+    assert!(
+        moved(r#"alchemist_http_requests_total{method="POST",route="/uploads",status="202"}"#)
+            >= 1.0
+    );
+    assert!(
+        moved(r#"alchemist_http_requests_total{method="GET",route="/jobs/{id}",status="404"}"#)
+            >= 1.0
+    );
+    assert!(
+        !after.contains(&unknown_job.to_string()),
+        "a job id became a label value"
+    );
+}
