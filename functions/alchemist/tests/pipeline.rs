@@ -121,6 +121,8 @@ async fn upload_converts_and_notifies() {
         .await
         .unwrap();
     assert_eq!(job["deliveries"][0]["outcome"], "delivered", "{job}");
+    assert_eq!(job["webhook"]["state"], "delivered", "{job}");
+    assert_eq!(job["webhook"]["attempts"], 1, "{job}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,6 +146,7 @@ pub fn app(state: AppState) -> Router {
 /// The notify function's own routes, without the health routes, for
 /// serving several functions on one port.
 pub fn routes(state: AppState) -> Router {
+    queue::register_metrics();
     Router::new().route("/", post(receive)).with_state(state)
 }
 

@@ -2,7 +2,7 @@
 //! attempt and retried on its own schedule until the receiver takes it.
 //!
 //! A broker retries an event for seconds; a receiver can be down for hours.
-//! So notify answers the broker as soon as the webhook is queued, and the
+//! So notify acknowledges the event as soon as the webhook is queued, and the
 //! queue owns every attempt after that:
 //!
 //! - the first attempt runs at once, inside the request that queued it;
@@ -19,21 +19,40 @@
 //! die after the receiver answered) and drop repeats by `webhook-id`, as
 //! Standard Webhooks asks of them.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::LazyLock, time::Duration};
 
 use alchemist_runtime::{
+    metrics::{OutcomeLabels, register_outcome_counter},
     now_millis,
     store::{QueuedWebhook, WebhookDelivery, WebhookState},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::{AppState, webhook::resolve_allowed};
 
-/// The longest wait between two attempts.
+/// The maximum wait between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(10 * 60 * 60);
 
 /// Webhooks taken from the queue in one pass of [`retry_due`].
 const BATCH: u32 = 50;
+
+/// `alchemist_webhook_attempts_total{outcome}`: webhook attempts by outcome:
+/// `delivered`, `refused`, `failed` (tried again later) or `abandoned` (the
+/// last attempt failed).
+static ATTEMPTS: LazyLock<Family<OutcomeLabels, Counter>> = LazyLock::new(|| {
+    register_outcome_counter(
+        "webhook_attempts",
+        "Webhook attempts by outcome: delivered, refused, failed (tried again later) or abandoned",
+        ["delivered", "refused", "failed", "abandoned"],
+    )
+});
+
+/// Registers the webhook metrics, so that their series exist before the
+/// first attempt.
+pub fn register_metrics() {
+    LazyLock::force(&ATTEMPTS);
+}
 
 /// When failed webhooks are tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +163,11 @@ pub async fn attempt(
                 delivery.error.as_deref(),
             )
             .await?;
+        let outcome = match next_state {
+            WebhookState::Pending => "failed",
+            other => other.as_str(),
+        };
+        ATTEMPTS.get_or_create(&OutcomeLabels { outcome }).inc();
         Ok(Some(next_state))
     }
     .instrument(span)

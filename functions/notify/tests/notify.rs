@@ -364,6 +364,7 @@ async fn receiver_error_is_retried_on_schedule() {
     fixture
         .receiver
         .respond_with(StatusCode::INTERNAL_SERVER_ERROR);
+    let metrics_before = testing::scrape_metrics(&fixture.router).await;
 
     let status = fixture.deliver(event.clone()).await;
 
@@ -423,6 +424,16 @@ async fn receiver_error_is_retried_on_schedule() {
             ("delivered".to_owned(), Some(200)),
         ]
     );
+
+    // Other tests in this binary send webhooks at the same time, so a count
+    // may move by more.
+    let metrics_after = testing::scrape_metrics(&fixture.router).await;
+    let moved = |outcome: &str| {
+        let series = format!(r#"alchemist_webhook_attempts_total{{outcome="{outcome}"}}"#);
+        testing::sample(&metrics_after, &series) - testing::sample(&metrics_before, &series)
+    };
+    assert!(moved("failed") >= 2.0);
+    assert!(moved("delivered") >= 1.0);
 
     // A redelivery of the event after all that sends nothing more.
     assert_eq!(fixture.deliver(event).await, StatusCode::ACCEPTED);

@@ -3,7 +3,7 @@
 use alchemist_events::catalogue::FailureReason;
 use alchemist_runtime::{
     jwt::{Authenticated, Claims},
-    store::{Job, WebhookDelivery},
+    store::{Job, QueuedWebhook, WebhookDelivery},
 };
 use axum::{
     Json,
@@ -41,8 +41,33 @@ pub struct JobView {
     pub status_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_url: Option<String>,
+    /// The state of the job's webhook, shown only in a single job's view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<WebhookDelivery>,
+}
+
+/// The state of a job's webhook in notify's queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WebhookView {
+    /// `pending`, `delivered`, `refused` or `abandoned`.
+    pub state: String,
+    pub attempts: u32,
+    /// When the next attempt is due, while the webhook is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+impl WebhookView {
+    fn new(webhook: QueuedWebhook) -> WebhookView {
+        let pending = webhook.state == alchemist_runtime::store::WebhookState::Pending;
+        WebhookView {
+            state: webhook.state.as_str().to_owned(),
+            attempts: webhook.attempts,
+            next_attempt_at: pending.then(|| rfc3339(webhook.next_attempt_at)),
+        }
+    }
 }
 
 /// Why a job failed.
@@ -59,7 +84,13 @@ fn rfc3339(millis: i64) -> String {
 }
 
 impl JobView {
-    pub fn new(job: Job, deliveries: Vec<WebhookDelivery>) -> JobView {
+    /// Builds the view of `job`, with the newest of its queued `webhooks`
+    /// and every attempt at them in `deliveries`.
+    pub fn new(
+        job: Job,
+        webhooks: Vec<QueuedWebhook>,
+        deliveries: Vec<WebhookDelivery>,
+    ) -> JobView {
         let status_url = format!("/jobs/{}", job.id);
         let error = job.failure_reason.map(|reason| JobError {
             message: job.failure_message.unwrap_or_else(|| {
@@ -87,6 +118,7 @@ impl JobView {
             updated_at: rfc3339(job.updated_at),
             finished_at: job.finished_at.map(rfc3339),
             status_url,
+            webhook: webhooks.into_iter().last().map(WebhookView::new),
             deliveries,
         }
     }
@@ -124,7 +156,7 @@ pub(crate) async fn list_jobs(
     Ok(Json(JobList {
         jobs: jobs
             .into_iter()
-            .map(|job| JobView::new(job, Vec::new()))
+            .map(|job| JobView::new(job, Vec::new(), Vec::new()))
             .collect(),
     }))
 }
@@ -135,6 +167,7 @@ pub(crate) async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
     let job = visible_job(&state, &claims, &id).await?;
+    let webhooks = state.store.webhooks(job.id).await?;
     let deliveries = state.store.deliveries(job.id).await?;
-    Ok(Json(JobView::new(job, deliveries)))
+    Ok(Json(JobView::new(job, webhooks, deliveries)))
 }
