@@ -50,6 +50,17 @@ FUNCTION_ENV = {
     },
 }
 
+# CronJobs that do a scaled-to-zero function's background work: the job's
+# name, the function whose image it runs, the argument that selects one pass
+# of that work, and the secrets it must get. A job gets no other secret.
+BACKGROUND_JOBS = {
+    "upload-relay": {"function": "upload", "args": ["relay"], "secret": {"DATABASE_URL"}},
+    "notify-retry": {"function": "notify", "args": ["retry"], "secret": {"DATABASE_URL", "WEBHOOK_SECRET"}},
+}
+
+# Background jobs that publish events and so need K_SINK from a SinkBinding.
+PUBLISHING_JOBS = {"upload-relay"}
+
 # Variables that Knative Serving sets in every revision (PORT and the K_
 # names) or that the SinkBinding injects (K_SINK, K_CE_OVERRIDES). A manifest
 # must not set them.
@@ -493,6 +504,65 @@ def check_example_env_files(knative_dir: Path, tracked: set[str] | None, report:
         report.result(f"example env [{example.relative_to(root)}]", problems)
 
 
+def check_background_jobs(objects: Objects, where: str, resolve_refs: bool, report: Report) -> None:
+    """Check the CronJobs that relay events and retry webhooks while their functions are scaled to zero.
+
+    Each runs its function's image, the same reference as the function's
+    Service, so that an overlay's image rewrite reaches both. It passes the
+    argument of its one-pass command, never runs twice at once, runs as a
+    non-root user, and gets the secrets it reads and no other. The relay also
+    needs K_SINK.
+    """
+    trigger_brokers = {dig(t.obj, "spec", "broker") for t in objects.of_kind("Trigger")}
+    for job_name, expected in BACKGROUND_JOBS.items():
+        name = f"background job [{where}] CronJob/{job_name}"
+        job = objects.find("CronJob", job_name, "batch")
+        if job is None:
+            report.result(name, [f"{where} has no CronJob {job_name}"])
+            continue
+        problems: list[str] = []
+        spec = dig(job.obj, "spec", "jobTemplate", "spec", "template", "spec", default={}) or {}
+        containers = spec.get("containers") or []
+        if len(containers) != 1:
+            problems.append(f"has {len(containers)} containers; a background job runs exactly one")
+        container = containers[0] if containers else {}
+        service = objects.find("Service", expected["function"], SERVING)
+        service_image = first_container(service).get("image") if service else None
+        if service_image is None or container.get("image") != service_image:
+            problems.append(f"runs {container.get('image')!r}; it must run the {expected['function']} Service's image {service_image!r}")
+        if container.get("args") != expected["args"] or container.get("command"):
+            problems.append(f"must keep the image's entrypoint and pass args {expected['args']}")
+        if dig(job.obj, "spec", "concurrencyPolicy") != "Forbid":
+            problems.append("spec.concurrencyPolicy must be Forbid, so a slow pass never overlaps the next")
+        if dig(spec, "securityContext", "runAsNonRoot") is not True and dig(container, "securityContext", "runAsNonRoot") is not True:
+            problems.append("securityContext.runAsNonRoot must be true")
+        secrets = set()
+        for variable in container.get("env") or []:
+            secret_ref = dig(variable, "valueFrom", "secretKeyRef")
+            if secret_ref:
+                secrets.add(variable.get("name"))
+                problems += missing_key(objects, "Secret", secret_ref, resolve_refs)
+            elif dig(variable, "valueFrom", "configMapKeyRef"):
+                problems += missing_key(objects, "ConfigMap", dig(variable, "valueFrom", "configMapKeyRef"), resolve_refs)
+            if variable.get("name") in RESERVED_ENV:
+                problems.append(f"env sets {variable.get('name')}, which the SinkBinding sets")
+        for missing in sorted(expected["secret"] - secrets):
+            problems.append(f"{missing} is not set from a Secret (secretKeyRef)")
+        for extra in sorted(secrets - expected["secret"]):
+            problems.append(f"gets the secret {extra}, which the {expected['args'][0]} command does not read")
+        if job_name in PUBLISHING_JOBS:
+            bindings = [
+                binding
+                for binding in objects.of_kind("SinkBinding")
+                if dig(binding.obj, "spec", "subject", "kind") == "CronJob"
+                and dig(binding.obj, "spec", "subject", "name") == job_name
+            ]
+            targets = [ref_target(objects, dig(b.obj, "spec", "sink", "ref", default={}) or {}) for b in bindings]
+            if not any(t is not None and t.kind == "Broker" and t.name in trigger_brokers for t in targets):
+                problems.append("no SinkBinding gives it the Triggers' Broker as K_SINK")
+        report.result(name, problems)
+
+
 def run_all(objects: Objects, where: str, event_types: dict[str, str | None], resolve_refs: bool, is_base: bool, report: Report) -> None:
     check_triggers(objects, where, event_types, report)
     check_event_routing(objects, where, event_types, report)
@@ -502,5 +572,6 @@ def run_all(objects: Objects, where: str, event_types: dict[str, str | None], re
     check_service_env(objects, where, resolve_refs, report)
     check_convert(objects, where, report)
     check_parallelism(objects, where, report)
+    check_background_jobs(objects, where, resolve_refs, report)
     if is_base:
         check_secret_placeholders(objects, where, report)

@@ -114,7 +114,7 @@ def cases() -> list[Case]:
         Case("Trigger subscriber names no Service", f"trigger refs [{BASE}] Trigger/convert-on-video-uploaded",
              lambda r: replace(r, f"{BASE}/triggers.yaml", "      name: convert\n", "      name: converter\n")),
         Case("dead-letter sink names no Service", f"trigger refs [{BASE}] Trigger/notify-on-audio-converted",
-             lambda r: replace(r, f"{BASE}/triggers.yaml", "name: upload\n", "name: uploads\n", after="notify-on-audio-converted")),
+             lambda r: replace(r, f"{BASE}/triggers.yaml", "        name: convert\n", "        name: converts\n", after="notify-on-audio-converted")),
         Case("Trigger filters on an unknown type", f"trigger refs [{BASE}] Trigger/convert-on-video-uploaded",
              lambda r: replace(r, f"{BASE}/triggers.yaml", "dev.audioalchemist.video.uploaded.v1", "dev.audioalchemist.video.upload.v1")),
         Case("catalogued type without a Trigger", f"event routing [{BASE}] dev.audioalchemist.video.deleted.v1",
@@ -147,6 +147,20 @@ def cases() -> list[Case]:
              lambda r: replace(r, f"{BASE}/convert.yaml", "mountPath: /tmp", "mountPath: /scratch")),
         Case("manifest sets PORT", f"service shape [{BASE}] Service/login",
              lambda r: replace(r, f"{BASE}/login.yaml", "          env:\n", '          env:\n            - name: PORT\n              value: "9000"\n')),
+        # Background jobs
+        Case("relay job runs another command", f"background job [{BASE}] CronJob/upload-relay",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "                - relay\n", "                - serve\n")),
+        Case("retry job runs another function's image", f"background job [{BASE}] CronJob/notify-retry",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "image: audio-alchemist/notify", "image: audio-alchemist/upload")),
+        Case("background passes may overlap", f"background job [{BASE}] CronJob/notify-retry",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", after="name: notify-retry")),
+        Case("relay job without K_SINK", f"background job [{BASE}] CronJob/upload-relay",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "    name: upload-relay\n  sink:", "    name: upload-relays\n  sink:")),
+        Case("relay job gets a secret it does not read", f"background job [{BASE}] CronJob/upload-relay",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "                      key: DATABASE_URL\n",
+                               "                      key: DATABASE_URL\n                - name: JWT_SECRET\n"
+                               "                  valueFrom:\n                    secretKeyRef:\n"
+                               "                      name: alchemist-secrets\n                      key: JWT_SECRET\n")),
         # Configuration and secrets
         Case("function gets a secret it does not read", f"service env [{BASE}] Service/notify",
              lambda r: replace(r, f"{BASE}/notify.yaml", "          env:\n",

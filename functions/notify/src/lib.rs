@@ -260,8 +260,8 @@ async fn handle(
     Ok(EventReply::Accepted)
 }
 
-/// Reads the configuration from `env`, connects, and serves on `$PORT` until
-/// `shutdown` completes.
+/// Reads the configuration from `env`, connects, starts the webhook retries,
+/// and serves on `$PORT` until `shutdown` completes.
 ///
 /// # Errors
 ///
@@ -272,6 +272,37 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
 
+    let (state, addr) = connect(env).await?;
+    let retries_stop = tokio_util::sync::CancellationToken::new();
+    let retries = tokio::spawn(queue::run_retries(
+        state.clone(),
+        retries_stop.clone().cancelled_owned(),
+    ));
+    let served = alchemist_runtime::serve::serve(app(state), addr, shutdown).await;
+    retries_stop.cancel();
+    let _ = retries.await;
+    served.context("serving the notify function failed")
+}
+
+/// Sends every webhook that is due, once, and returns how many were
+/// attempted. A Kubernetes CronJob runs it, so that retries keep their times
+/// while notify is scaled to zero.
+///
+/// # Errors
+///
+/// Every invalid variable at once, or the error of connecting or of the store.
+pub async fn retry_pass(env: &dyn alchemist_runtime::config::Env) -> anyhow::Result<usize> {
+    let (state, _) = connect(env).await?;
+    let attempted = queue::retry_due(&state).await?;
+    info!(attempted, "webhook retry pass finished");
+    Ok(attempted)
+}
+
+/// Reads the configuration from `env` and connects to the database. Returns
+/// the handlers' state and the address to listen on.
+async fn connect(
+    env: &dyn alchemist_runtime::config::Env,
+) -> anyhow::Result<(AppState, std::net::SocketAddr)> {
     let mut reader = Reader::new(env);
     let config = Config::read(&mut reader);
     let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, false);
@@ -280,19 +311,10 @@ pub async fn run(
         unreachable!("finish() fails when a required variable is missing")
     };
     let deps = settings.connect().await?;
-
+    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
     let state = AppState {
         store: deps.store,
         config: Arc::new(config),
     };
-    let retries_stop = tokio_util::sync::CancellationToken::new();
-    let retries = tokio::spawn(queue::run_retries(
-        state.clone(),
-        retries_stop.clone().cancelled_owned(),
-    ));
-    let addr = alchemist_runtime::serve::listen_addr(deps.bind, deps.port);
-    let served = alchemist_runtime::serve::serve(app(state), addr, shutdown).await;
-    retries_stop.cancel();
-    let _ = retries.await;
-    served.context("serving the notify function failed")
+    Ok((state, addr))
 }

@@ -587,3 +587,51 @@ async fn unknown_job_sends_nothing() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(fixture.receiver.received().is_empty());
 }
+
+/// The notify program's `retry` command, as the Kubernetes CronJob runs it:
+/// it sends the webhooks that are due and exits.
+#[tokio::test]
+async fn retry_command_sends_due_webhooks() {
+    let fixture = fixture(true).await;
+    let job = fixture.job_with_receiver().await;
+    let body = r#"{"type":"job.done"}"#;
+    fixture
+        .deps
+        .store
+        .enqueue_webhook(job.id, "left-for-the-cron-job", &fixture.receiver.url, body)
+        .await
+        .unwrap();
+    let database = fixture.deps.dir.path().join("test.db");
+
+    let logs = testing::run_to_success(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_alchemist-notify"))
+            .arg("retry")
+            .env_clear()
+            .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env(
+                "WEBHOOK_SECRET",
+                format!("whsec_{}", STANDARD.encode(WEBHOOK_KEY)),
+            )
+            .env("WEBHOOK_ALLOW_PRIVATE", "true"),
+    )
+    .await;
+    assert!(logs.contains("webhook retry pass finished"), "{logs}");
+    let received = fixture.receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].header("webhook-id"), "left-for-the-cron-job");
+    assert_eq!(fixture.queued(&job).await.state, WebhookState::Delivered);
+}
+
+#[tokio::test]
+async fn unknown_command_is_rejected() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_alchemist-notify"))
+        .arg("retyr")
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown command \"retyr\""), "{stderr}");
+    assert!(stderr.contains("`retry`"), "{stderr}");
+}

@@ -324,3 +324,22 @@ pub fn sample(text: &str, series: &str) -> f64 {
                 .unwrap_or_else(|_| panic!("{series} has a value that is not a number: {value}"))
         })
 }
+
+/// Runs a program to its end and returns its standard output, the JSON log
+/// lines of a function program.
+///
+/// # Panics
+///
+/// When the program cannot start or exits with a failure status; the panic
+/// message shows both of its outputs.
+pub async fn run_to_success(command: &mut tokio::process::Command) -> String {
+    let output = command.output().await.expect("start the program");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the program failed with {}:\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -125,7 +125,6 @@ pub async fn run(
     env: &dyn alchemist_runtime::config::Env,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use alchemist_events::{http_broker::HttpSinkBroker, rabbitmq::RabbitBroker, triggers::Routes};
     use anyhow::Context;
 
     let mut reader = Reader::new(env);
@@ -133,30 +132,12 @@ pub async fn run(
     let config = Config::read(&mut reader);
     let lease = alchemist_runtime::config::job_lease(&mut reader);
     let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, true);
-    let sink = reader.optional("K_SINK");
-    let amqp_url = reader.optional("AMQP_URL");
-    if sink.is_none() && amqp_url.is_none() {
-        reader.problem("neither K_SINK nor AMQP_URL is set: set K_SINK to the broker's URL (Knative's SinkBinding does) or AMQP_URL to RabbitMQ");
-    }
+    let broker = BrokerSettings::read(&mut reader);
     reader.finish()?;
-    let (Some(jwt), Some(settings)) = (jwt, settings) else {
+    let (Some(jwt), Some(settings), Some(broker)) = (jwt, settings, broker) else {
         unreachable!("finish() fails when a required variable is missing")
     };
-
-    let broker: Arc<dyn Broker> = match (sink, amqp_url) {
-        (Some(sink), _) => {
-            Arc::new(HttpSinkBroker::new(&sink).context("K_SINK is not a valid URL")?)
-        }
-        (None, Some(url)) => Arc::new(
-            RabbitBroker::new(
-                &url,
-                &Routes::embedded(),
-                alchemist_events::rabbitmq::DEFAULT_BROKER,
-            )
-            .context("AMQP_URL is not valid")?,
-        ),
-        (None, None) => unreachable!("finish() fails when neither is set"),
-    };
+    let broker = broker.connect()?;
     let deps = settings.connect().await?;
 
     let relay_stop = tokio_util::sync::CancellationToken::new();
@@ -182,4 +163,75 @@ pub async fn run(
     relay_stop.cancel();
     let _ = relay.await;
     served.context("serving the upload function failed")
+}
+
+/// Runs one pass of the outbox relay and returns: publishes the events that
+/// are due, requeues jobs whose worker died, and fails jobs that killed
+/// their workers every time. A Kubernetes CronJob runs it, so that nothing
+/// waits in the outbox while upload is scaled to zero.
+///
+/// Reads `DATABASE_URL`, `JOB_LEASE_SECONDS`, and `K_SINK` or `AMQP_URL`.
+///
+/// # Errors
+///
+/// Every invalid variable at once, or the error of connecting or of the store.
+pub async fn relay_pass(
+    env: &dyn alchemist_runtime::config::Env,
+) -> anyhow::Result<outbox::RelayReport> {
+    let mut reader = Reader::new(env);
+    let lease = alchemist_runtime::config::job_lease(&mut reader);
+    let settings = alchemist_runtime::deps::DependencySettings::read(&mut reader, false);
+    let broker = BrokerSettings::read(&mut reader);
+    reader.finish()?;
+    let (Some(settings), Some(broker)) = (settings, broker) else {
+        unreachable!("finish() fails when a required variable is missing")
+    };
+    let broker = broker.connect()?;
+    let deps = settings.connect().await?;
+    let report = outbox::relay_once(deps.store.as_ref(), broker.as_ref(), lease).await?;
+    tracing::info!(?report, "outbox relay pass finished");
+    Ok(report)
+}
+
+/// Where upload publishes: `K_SINK` when it is set (Knative's SinkBinding
+/// sets it), otherwise RabbitMQ at `AMQP_URL`.
+enum BrokerSettings {
+    Sink(String),
+    Rabbit(String),
+}
+
+impl BrokerSettings {
+    fn read(reader: &mut Reader<'_>) -> Option<BrokerSettings> {
+        let sink = reader.optional("K_SINK");
+        let amqp_url = reader.optional("AMQP_URL");
+        match (sink, amqp_url) {
+            (Some(sink), _) => Some(BrokerSettings::Sink(sink)),
+            (None, Some(url)) => Some(BrokerSettings::Rabbit(url)),
+            (None, None) => {
+                reader.problem("neither K_SINK nor AMQP_URL is set: set K_SINK to the broker's URL (Knative's SinkBinding does) or AMQP_URL to RabbitMQ");
+                None
+            }
+        }
+    }
+
+    fn connect(self) -> anyhow::Result<Arc<dyn Broker>> {
+        use alchemist_events::{
+            http_broker::HttpSinkBroker, rabbitmq::RabbitBroker, triggers::Routes,
+        };
+        use anyhow::Context;
+
+        Ok(match self {
+            BrokerSettings::Sink(sink) => {
+                Arc::new(HttpSinkBroker::new(&sink).context("K_SINK is not a valid URL")?)
+            }
+            BrokerSettings::Rabbit(url) => Arc::new(
+                RabbitBroker::new(
+                    &url,
+                    &Routes::embedded(),
+                    alchemist_events::rabbitmq::DEFAULT_BROKER,
+                )
+                .context("AMQP_URL is not valid")?,
+            ),
+        })
+    }
 }

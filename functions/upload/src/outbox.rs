@@ -1,4 +1,4 @@
-//! The transactional outbox of `video.uploaded` events, and its relay.
+//! The transactional outbox of events, and its relay.
 //!
 //! An upload stores its job row and its event in one transaction, then tries
 //! to publish at once. When the broker is down the event stays in the outbox
@@ -9,9 +9,9 @@
 //! `converting` without a heartbeat for the lease goes back to `queued` with
 //! a fresh event.
 //!
-//! NOTE: on Knative the relay runs only while an upload pod runs, and upload
-//! scales to zero; a stale job or a held-back event then waits for the next
-//! request that wakes upload.
+//! On Knative, upload scales to zero. While no upload pod runs, a CronJob
+//! runs the upload program with the argument `relay`, which makes one pass of
+//! [`relay_once`], once a minute.
 
 use std::{future::Future, sync::Arc, time::Duration};
 

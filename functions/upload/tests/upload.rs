@@ -650,3 +650,75 @@ async fn metrics_count_uploads_by_outcome() {
         "a job id became a label value"
     );
 }
+
+/// The upload program's `relay` command, as the Kubernetes CronJob runs it:
+/// it publishes what waits in the outbox to `K_SINK` and exits.
+#[tokio::test]
+async fn relay_command_publishes_the_outbox() {
+    let fx = fixture().await;
+    let owner = testing::add_user(
+        fx.deps.store.as_ref(),
+        "a@example.com",
+        "password123",
+        Role::User,
+    )
+    .await;
+    let job = alchemist_runtime::store::NewJob {
+        id: Uuid::now_v7(),
+        owner_id: owner.id.clone(),
+        file_name: "clip.mp4".to_owned(),
+        video_id: "video-1".to_owned(),
+        video_size: 4,
+        bitrate_kbps: None,
+        callback_url: None,
+    };
+    let payload = VideoUploaded {
+        job_id: job.id,
+        owner_id: owner.id,
+        video_id: job.video_id.clone(),
+        size: job.video_size,
+        bitrate_kbps: None,
+    };
+    let event = alchemist_events::catalogue::build_event("/test", &job.id.to_string(), &payload);
+    let event_id = cloudevents::AttributesReader::id(&event).to_owned();
+    fx.deps
+        .store
+        .create_job_with_event(
+            job,
+            &alchemist_runtime::store::OutboxMessage::new(&event, payload.job_id),
+        )
+        .await
+        .unwrap();
+
+    // The broker's ingress: records the id of every event posted to it.
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Router::new().route(
+        "/",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: axum::http::HeaderMap| async move {
+                let id = headers["ce-id"].to_str().unwrap().to_owned();
+                received.lock().unwrap().push(id);
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sink).await });
+
+    let logs = testing::run_to_success(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_alchemist-upload"))
+            .arg("relay")
+            .env_clear()
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", fx.deps.dir.path().join("test.db").display()),
+            )
+            .env("K_SINK", &sink_url),
+    )
+    .await;
+    assert!(logs.contains("outbox relay pass finished"), "{logs}");
+    assert_eq!(*received.lock().unwrap(), [event_id]);
+    assert!(fx.deps.store.due_outbox(10).await.unwrap().is_empty());
+}
