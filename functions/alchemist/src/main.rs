@@ -221,8 +221,9 @@ async fn convert(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dev(options: StackOptions, addr: SocketAddr) -> anyhow::Result<ExitCode> {
+async fn dev(mut options: StackOptions, addr: SocketAddr) -> anyhow::Result<ExitCode> {
     alchemist_convert::media::check_tools().map_err(anyhow::Error::msg)?;
+    options.resume_queued_jobs = true;
     let stack = Stack::open(options).await?;
     ensure_admin(&stack).await?;
     eprintln!("data directory: {}", stack.data_dir.display());

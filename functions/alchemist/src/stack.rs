@@ -42,6 +42,12 @@ pub struct StackOptions {
     pub jwt_secret: Option<String>,
     /// `WEBHOOK_SECRET`, when set; otherwise a secret kept in the data directory.
     pub webhook_secret: Option<String>,
+    /// Sends the `video.uploaded` event of every queued job again at start.
+    /// The in-process broker keeps events in memory only, so the events of
+    /// jobs queued when the last process stopped are gone. Only the server
+    /// (`alchemist dev`) sets it: a one-off command must not touch jobs that
+    /// another process on the same data directory is running.
+    pub resume_queued_jobs: bool,
 }
 
 impl StackOptions {
@@ -76,6 +82,7 @@ impl StackOptions {
             allow_private_webhooks,
             jwt_secret,
             webhook_secret,
+            resume_queued_jobs: false,
         })
     }
 }
@@ -173,6 +180,10 @@ impl Stack {
             .merge(alchemist_upload::routes(upload_state))
             .merge(health_routes(readiness));
 
+        if options.resume_queued_jobs {
+            resume_queued(store.as_ref()).await?;
+        }
+
         let background = tokio_util::sync::CancellationToken::new();
         let relay_config = alchemist_upload::outbox::RelayConfig {
             interval: std::time::Duration::from_secs(1),
@@ -244,6 +255,30 @@ impl Stack {
         }
         self.broker.shutdown().await;
     }
+}
+
+/// Puts a fresh `video.uploaded` event in the outbox for every queued job,
+/// for the relay to publish. A job whose first event is still on its way is
+/// claimed once and its second event is ignored.
+async fn resume_queued(store: &dyn Store) -> anyhow::Result<()> {
+    let queued = store
+        .jobs_in_status(alchemist_runtime::store::JobStatus::Queued, u32::MAX)
+        .await?;
+    for job in &queued {
+        let event = alchemist_upload::outbox::uploaded_event(job);
+        store
+            .add_to_outbox(&alchemist_runtime::store::OutboxMessage::new(
+                &event, job.id,
+            ))
+            .await?;
+    }
+    if !queued.is_empty() {
+        tracing::info!(
+            jobs = queued.len(),
+            "queued jobs from the last run sent to convert again"
+        );
+    }
+    Ok(())
 }
 
 /// Reads a secret kept in `path`, or creates it (readable by the owner only).

@@ -263,3 +263,77 @@ fn existing_mp3_is_kept_unless_overwrite_is_given() {
         "no partial file is left"
     );
 }
+
+/// A job still queued when the last server stopped lost its event with the
+/// in-process broker's memory. The next `alchemist dev` sends it again, while
+/// a one-off command on the same data directory leaves it alone.
+#[tokio::test]
+async fn queued_job_resumes_after_restart() {
+    use alchemist::stack::Stack;
+    use alchemist_runtime::{
+        blob::{BlobMeta, Bucket},
+        store::{JobStatus, NewJob},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let video = testing::video_with_audio(dir.path(), "left.mp4", 1);
+
+    // What a stopped server leaves: the video stored and its job queued.
+    let stack = Stack::open(common::options(dir.path())).await.unwrap();
+    let owner = testing::add_user(
+        stack.store.as_ref(),
+        "ada@example.com",
+        "password123",
+        Role::User,
+    )
+    .await;
+    let job_id = uuid::Uuid::now_v7();
+    let meta = BlobMeta {
+        owner_id: owner.id.clone(),
+        job_id: job_id.to_string(),
+        content_type: "video/mp4".to_owned(),
+    };
+    let file = tokio::fs::File::open(&video).await.unwrap();
+    let blob = stack
+        .blobs
+        .put(Bucket::Videos, &meta, Box::pin(file), u64::MAX)
+        .await
+        .unwrap();
+    stack
+        .store
+        .create_job(NewJob {
+            id: job_id,
+            owner_id: owner.id,
+            file_name: "left.mp4".to_owned(),
+            video_id: blob.id,
+            video_size: blob.size,
+            bitrate_kbps: None,
+            callback_url: None,
+        })
+        .await
+        .unwrap();
+    stack.shutdown().await;
+    drop(stack);
+
+    let one_off = Stack::open(common::options(dir.path())).await.unwrap();
+    assert!(
+        one_off.store.due_outbox(10).await.unwrap().is_empty(),
+        "a one-off command sends nothing"
+    );
+    one_off.shutdown().await;
+    drop(one_off);
+
+    let mut options = common::options(dir.path());
+    options.resume_queued_jobs = true;
+    let server = Stack::open(options).await.unwrap();
+    let mut status = JobStatus::Queued;
+    for _ in 0..300 {
+        status = server.store.job(job_id).await.unwrap().unwrap().status;
+        if status.is_final() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+    assert_eq!(status, JobStatus::Done);
+}

@@ -348,6 +348,24 @@ impl Store for SqlStore {
         self.job(job.id).await?.ok_or(Error::NotFound("job"))
     }
 
+    async fn add_to_outbox(&self, event: &OutboxMessage) -> Result<(), Error> {
+        insert_outbox(event, now_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn jobs_in_status(&self, status: JobStatus, limit: u32) -> Result<Vec<Job>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ? ORDER BY created_at, id LIMIT ?"
+        ))
+        .bind(status.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     async fn due_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
         let rows = sqlx::query(
             "SELECT event_id, job_id, event_json, attempts FROM outbox \

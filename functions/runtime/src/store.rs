@@ -267,6 +267,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_job_with_event(&self, job: NewJob, event: &OutboxMessage)
     -> Result<Job, Error>;
 
+    /// Puts an event in the outbox on its own, due at once.
+    async fn add_to_outbox(&self, event: &OutboxMessage) -> Result<(), Error>;
+
+    /// Jobs in `status`, oldest first.
+    async fn jobs_in_status(&self, status: JobStatus, limit: u32) -> Result<Vec<Job>, Error>;
+
     /// Outbox events not yet published whose next attempt is due, oldest first.
     async fn due_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, Error>;
 
