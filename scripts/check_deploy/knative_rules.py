@@ -551,16 +551,24 @@ def check_background_jobs(objects: Objects, where: str, resolve_refs: bool, repo
         for extra in sorted(secrets - expected["secret"]):
             problems.append(f"gets the secret {extra}, which the {expected['args'][0]} command does not read")
         if job_name in PUBLISHING_JOBS:
+            # A CronJob has no pod template to bind: the binding must select
+            # the Jobs it creates, by labels that its jobTemplate carries.
+            job_labels = dig(job.obj, "spec", "jobTemplate", "metadata", "labels", default={}) or {}
             bindings = [
                 binding
                 for binding in objects.of_kind("SinkBinding")
-                if dig(binding.obj, "spec", "subject", "kind") == "CronJob"
-                and dig(binding.obj, "spec", "subject", "name") == job_name
+                if dig(binding.obj, "spec", "subject", "kind") == "Job"
+                and selects(dig(binding.obj, "spec", "subject", "selector", "matchLabels", default={}) or {}, job_labels)
             ]
             targets = [ref_target(objects, dig(b.obj, "spec", "sink", "ref", default={}) or {}) for b in bindings]
             if not any(t is not None and t.kind == "Broker" and t.name in trigger_brokers for t in targets):
                 problems.append("no SinkBinding gives it the Triggers' Broker as K_SINK")
         report.result(name, problems)
+
+
+def selects(match_labels: dict[str, Any], labels: dict[str, Any]) -> bool:
+    """Return whether a label selector with `match_labels` (not empty) selects an object with `labels`."""
+    return bool(match_labels) and all(labels.get(key) == value for key, value in match_labels.items())
 
 
 def run_all(objects: Objects, where: str, event_types: dict[str, str | None], resolve_refs: bool, is_base: bool, report: Report) -> None:

@@ -155,7 +155,10 @@ def cases() -> list[Case]:
         Case("background passes may overlap", f"background job [{BASE}] CronJob/notify-retry",
              lambda r: replace(r, f"{BASE}/cronjobs.yaml", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", after="name: notify-retry")),
         Case("relay job without K_SINK", f"background job [{BASE}] CronJob/upload-relay",
-             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "    name: upload-relay\n  sink:", "    name: upload-relays\n  sink:")),
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "        app.kubernetes.io/name: upload-relay\n  sink:",
+                               "        app.kubernetes.io/name: upload-relays\n  sink:")),
+        Case("relay binding aimed at the CronJob itself", f"background job [{BASE}] CronJob/upload-relay",
+             lambda r: replace(r, f"{BASE}/cronjobs.yaml", "    kind: Job\n    selector:", "    kind: CronJob\n    selector:")),
         Case("relay job gets a secret it does not read", f"background job [{BASE}] CronJob/upload-relay",
              lambda r: replace(r, f"{BASE}/cronjobs.yaml", "                      key: DATABASE_URL\n",
                                "                      key: DATABASE_URL\n                - name: JWT_SECRET\n"

@@ -78,11 +78,14 @@ impl Config {
         if max_attempts == 0 {
             reader.problem("WEBHOOK_MAX_ATTEMPTS=0 is not valid: use 1 or more");
         }
+        let retry_seconds =
+            reader.parse_or("WEBHOOK_RETRY_SECONDS", defaults.first_delay.as_secs());
+        if retry_seconds == 0 {
+            reader.problem("WEBHOOK_RETRY_SECONDS=0 is not valid: use 1 or more");
+        }
         let retry = RetryPolicy {
             max_attempts,
-            first_delay: Duration::from_secs(
-                reader.parse_or("WEBHOOK_RETRY_SECONDS", defaults.first_delay.as_secs()),
-            ),
+            first_delay: Duration::from_secs(retry_seconds),
         };
         Some(Config {
             secret: secret?,

@@ -29,7 +29,10 @@ use alchemist_runtime::{
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::{AppState, webhook::resolve_allowed};
+use crate::{
+    AppState,
+    webhook::{TargetError, resolve_allowed},
+};
 
 /// The maximum wait between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(10 * 60 * 60);
@@ -101,7 +104,13 @@ pub async fn attempt(
     state: &AppState,
     webhook_id: &str,
 ) -> Result<Option<WebhookState>, alchemist_runtime::Error> {
-    let lease = state.config.timeout + Duration::from_secs(30);
+    // The lease covers the address lookup and the request, each limited by
+    // the timeout, with a margin.
+    let lease = state
+        .config
+        .timeout
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(30));
     let lease_until = now_millis().saturating_add(millis(lease));
     let Some(webhook) = state.store.take_webhook(webhook_id, lease_until).await? else {
         return Ok(None);
@@ -154,15 +163,19 @@ pub async fn attempt(
                 )
             }
         };
-        state
+        let recorded = state
             .store
             .webhook_attempted(
                 &webhook.webhook_id,
+                webhook.attempts,
                 next_state,
                 next_attempt_at,
                 delivery.error.as_deref(),
             )
             .await?;
+        if !recorded {
+            warn!("the lease ran out during the attempt and another sender took the webhook; its outcome is kept");
+        }
         let outcome = match next_state {
             WebhookState::Pending => "failed",
             other => other.as_str(),
@@ -232,14 +245,19 @@ async fn send(state: &AppState, webhook: &QueuedWebhook) -> WebhookDelivery {
             return delivery;
         }
     };
-    let addresses = match resolve_allowed(&url, state.config.allow_private).await {
-        Ok(addresses) => addresses,
-        Err(reason) => {
-            delivery.outcome = "refused".to_owned();
-            delivery.error = Some(reason);
-            return delivery;
-        }
-    };
+    let addresses =
+        match resolve_allowed(&url, state.config.allow_private, state.config.timeout).await {
+            Ok(addresses) => addresses,
+            Err(TargetError::Refused(reason)) => {
+                delivery.outcome = "refused".to_owned();
+                delivery.error = Some(reason);
+                return delivery;
+            }
+            Err(TargetError::Unresolved(reason)) => {
+                delivery.error = Some(reason);
+                return delivery;
+            }
+        };
 
     // Pin the checked addresses so that a second DNS answer cannot redirect
     // the request, and follow no redirects for the same reason.

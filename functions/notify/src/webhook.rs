@@ -132,36 +132,85 @@ pub fn address_allowed(address: IpAddr, allow_private: bool) -> bool {
     }
 }
 
-/// Resolves `url`'s host and returns the addresses the guard allows, in order.
+/// Why a webhook target cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// The guard refuses the URL or every address of its host; trying again
+    /// cannot change that.
+    Refused(String),
+    /// The host could not be resolved now; a later attempt may succeed.
+    Unresolved(String),
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetError::Refused(reason) | TargetError::Unresolved(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Resolves `url`'s host within `timeout` and returns the addresses the
+/// guard allows, in order.
 ///
 /// # Errors
 ///
-/// A message when the URL has no host, resolution fails, or every address is refused.
+/// [`TargetError::Refused`] when the URL is not http or https, has no host,
+/// or every address is refused; [`TargetError::Unresolved`] when the lookup
+/// fails or takes longer than `timeout`.
 pub async fn resolve_allowed(
     url: &url::Url,
     allow_private: bool,
-) -> Result<Vec<SocketAddr>, String> {
+    timeout: std::time::Duration,
+) -> Result<Vec<SocketAddr>, TargetError> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme {} is not http or https", url.scheme()));
+        return Err(TargetError::Refused(format!(
+            "scheme {} is not http or https",
+            url.scheme()
+        )));
     }
-    let host = url.host_str().ok_or("the URL has no host")?;
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| TargetError::Refused("the URL has no host".to_owned()))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| TargetError::Refused("the URL has no port".to_owned()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
         .await
-        .map_err(|err| format!("cannot resolve {host}: {err}"))?
-        .collect();
+        .ok()
+        .map(|result| result.map(Iterator::collect));
+    let addresses = lookup_addresses(host, lookup, timeout)?;
     let allowed: Vec<SocketAddr> = addresses
         .iter()
         .copied()
         .filter(|addr| address_allowed(addr.ip(), allow_private))
         .collect();
     if allowed.is_empty() {
-        return Err(format!(
+        return Err(TargetError::Refused(format!(
             "{host} resolves only to addresses that webhooks may not reach (private, loopback or link-local); an operator can allow them with WEBHOOK_ALLOW_PRIVATE=true"
-        ));
+        )));
     }
     Ok(allowed)
+}
+
+/// Returns the addresses of a lookup of `host`, which is `None` when it took
+/// longer than `timeout`. A failed or late lookup may succeed later.
+fn lookup_addresses(
+    host: &str,
+    lookup: Option<std::io::Result<Vec<SocketAddr>>>,
+    timeout: std::time::Duration,
+) -> Result<Vec<SocketAddr>, TargetError> {
+    match lookup {
+        Some(Ok(addresses)) => Ok(addresses),
+        Some(Err(err)) => Err(TargetError::Unresolved(format!(
+            "cannot resolve {host}: {err}"
+        ))),
+        None => Err(TargetError::Unresolved(format!(
+            "resolving {host} timed out after {} s",
+            timeout.as_secs_f64()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -207,8 +256,26 @@ mod tests {
     #[tokio::test]
     async fn loopback_target_is_refused_by_default() {
         let url = url::Url::parse("http://127.0.0.1:9/hook").unwrap();
-        let err = resolve_allowed(&url, false).await.unwrap_err();
-        assert!(err.contains("WEBHOOK_ALLOW_PRIVATE"), "{err}");
-        assert_eq!(resolve_allowed(&url, true).await.unwrap().len(), 1);
+        let timeout = std::time::Duration::from_secs(5);
+        let err = resolve_allowed(&url, false, timeout).await.unwrap_err();
+        assert!(matches!(err, TargetError::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains("WEBHOOK_ALLOW_PRIVATE"), "{err}");
+        assert_eq!(resolve_allowed(&url, true, timeout).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn failed_or_late_lookup_may_be_tried_again() {
+        let timeout = std::time::Duration::from_secs(10);
+        let failed = std::io::Error::other("temporary failure in name resolution");
+        for lookup in [Some(Err(failed)), None] {
+            let err = lookup_addresses("hooks.example.com", lookup, timeout).unwrap_err();
+            assert!(matches!(err, TargetError::Unresolved(_)), "{err:?}");
+            assert!(err.to_string().contains("hooks.example.com"), "{err}");
+        }
+        let found = vec!["93.184.215.14:443".parse().unwrap()];
+        assert_eq!(
+            lookup_addresses("hooks.example.com", Some(Ok(found.clone())), timeout).unwrap(),
+            found
+        );
     }
 }

@@ -618,22 +618,27 @@ impl Store for SqlStore {
     async fn webhook_attempted(
         &self,
         webhook_id: &str,
+        attempt: u32,
         state: WebhookState,
         next_attempt_at: i64,
         error: Option<&str>,
-    ) -> Result<(), Error> {
-        sqlx::query(
+    ) -> Result<bool, Error> {
+        // updated_at always changes, so MySQL counts the row even when the
+        // other values stay the same.
+        let updated = sqlx::query(
             "UPDATE webhooks SET state = ?, next_attempt_at = ?, last_error = ?, updated_at = ? \
-             WHERE webhook_id = ?",
+             WHERE webhook_id = ? AND state = 'pending' AND attempts = ?",
         )
         .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(error.map(clip))
         .bind(now_millis())
         .bind(webhook_id)
+        .bind(i64::from(attempt))
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     async fn webhooks(&self, job_id: Uuid) -> Result<Vec<QueuedWebhook>, Error> {

@@ -356,15 +356,18 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
     ) -> Result<Option<QueuedWebhook>, Error>;
 
-    /// Records the end of an attempt: the new state and, for a pending
-    /// webhook, when the next attempt is due.
+    /// Records the end of attempt number `attempt`: the new state and, for a
+    /// pending webhook, when the next attempt is due. Returns false, and
+    /// changes nothing, when another sender took the webhook after this
+    /// attempt's lease ran out.
     async fn webhook_attempted(
         &self,
         webhook_id: &str,
+        attempt: u32,
         state: WebhookState,
         next_attempt_at: i64,
         error: Option<&str>,
-    ) -> Result<(), Error>;
+    ) -> Result<bool, Error>;
 
     /// Lists the webhooks of one job, oldest first.
     async fn webhooks(&self, job_id: Uuid) -> Result<Vec<QueuedWebhook>, Error>;

@@ -326,10 +326,18 @@ async fn webhook_queue(store: &dyn Store, job_id: Uuid) {
     );
 
     // A failed attempt schedules the next; a past time makes it due again.
-    store
-        .webhook_attempted("wh-1", WebhookState::Pending, now_millis() - 1, Some("503"))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .webhook_attempted(
+                "wh-1",
+                1,
+                WebhookState::Pending,
+                now_millis() - 1,
+                Some("503")
+            )
+            .await
+            .unwrap()
+    );
     let retaken = store
         .take_webhook("wh-1", now_millis() + 60_000)
         .await
@@ -338,11 +346,28 @@ async fn webhook_queue(store: &dyn Store, job_id: Uuid) {
     assert_eq!(retaken.attempts, 2);
     assert_eq!(retaken.last_error.as_deref(), Some("503"));
 
+    // A sender whose lease ran out, and whose attempt was taken over, cannot
+    // overwrite the later attempt's outcome.
+    assert!(
+        !store
+            .webhook_attempted(
+                "wh-1",
+                1,
+                WebhookState::Pending,
+                now_millis() - 1,
+                Some("late")
+            )
+            .await
+            .unwrap()
+    );
+
     // A webhook that ended is never taken again.
-    store
-        .webhook_attempted("wh-1", WebhookState::Delivered, now_millis() - 1, None)
-        .await
-        .unwrap();
+    assert!(
+        store
+            .webhook_attempted("wh-1", 2, WebhookState::Delivered, now_millis() - 1, None)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .take_webhook("wh-1", now_millis())
