@@ -28,7 +28,8 @@ struct Cli {
 enum Command {
     /// Convert files to MP3 through the whole pipeline, running in this process.
     Convert {
-        /// Directory the MP3 files are written to, as <stem>.mp3.
+        /// Directory the MP3 files are written to, as <stem>.mp3 (<stem>-2.mp3 and
+        /// so on when inputs of one run share a stem).
         #[arg(long, short, default_value = ".")]
         out: PathBuf,
         /// Constant MP3 bitrate in kbit/s (32 to 320); VBR quality 2 when omitted.

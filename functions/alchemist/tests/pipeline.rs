@@ -123,6 +123,17 @@ async fn upload_converts_and_notifies() {
     assert_eq!(job["deliveries"][0]["outcome"], "delivered", "{job}");
     assert_eq!(job["webhook"]["state"], "delivered", "{job}");
     assert_eq!(job["webhook"]["attempts"], 1, "{job}");
+    let attempted_at = job["deliveries"][0]["attempted_at"].as_str().unwrap();
+    let created_at = job["created_at"].as_str().unwrap();
+    assert_eq!(
+        attempted_at.len(),
+        created_at.len(),
+        "the same ISO 8601 form: {attempted_at} and {created_at}"
+    );
+    assert!(
+        attempted_at.ends_with('Z') && attempted_at > created_at,
+        "{job}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,11 +85,11 @@ impl RetryPolicy {
         self.first_delay.saturating_mul(factor).min(MAX_DELAY)
     }
 
-    /// How often [`run_retries`] looks for due webhooks: often enough to keep
-    /// the first retry close to its time, at most every five seconds.
+    /// How often [`run_retries`] looks for due webhooks: every fifth of the
+    /// first delay, so that the first retry comes close to its time, and at
+    /// least every five seconds.
     pub fn poll_interval(&self) -> Duration {
-        self.first_delay
-            .clamp(Duration::from_millis(50), Duration::from_secs(5))
+        (self.first_delay / 5).clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
 }
 
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(quick.poll_interval(), Duration::from_millis(50));
         assert_eq!(
             RetryPolicy::default().poll_interval(),
-            Duration::from_secs(5)
+            Duration::from_secs(1)
         );
         let slow = RetryPolicy {
             max_attempts: 3,

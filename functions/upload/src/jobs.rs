@@ -45,7 +45,35 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<WebhookDelivery>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One attempt to deliver the job's webhook.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// The `webhook-id` header of the attempt.
+    pub event_id: String,
+    pub url: String,
+    /// `delivered`, `failed` or `refused`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempted_at: String,
+}
+
+impl DeliveryView {
+    fn new(delivery: WebhookDelivery) -> DeliveryView {
+        DeliveryView {
+            event_id: delivery.event_id,
+            url: delivery.url,
+            outcome: delivery.outcome,
+            status_code: delivery.status_code,
+            error: delivery.error,
+            attempted_at: rfc3339(delivery.attempted_at),
+        }
+    }
 }
 
 /// The state of a job's webhook in notify's queue.
@@ -119,7 +147,7 @@ impl JobView {
             finished_at: job.finished_at.map(rfc3339),
             status_url,
             webhook: webhooks.into_iter().last().map(WebhookView::new),
-            deliveries,
+            deliveries: deliveries.into_iter().map(DeliveryView::new).collect(),
         }
     }
 }
