@@ -144,10 +144,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn convert(
-    options: StackOptions,
+    mut options: StackOptions,
     batch: BatchOptions,
     files: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    options.transient_blobs = true;
     alchemist_convert::media::check_tools().map_err(anyhow::Error::msg)?;
     if let Some(kbps) = batch.bitrate_kbps {
         anyhow::ensure!(

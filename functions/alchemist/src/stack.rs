@@ -48,6 +48,10 @@ pub struct StackOptions {
     /// (`alchemist dev`) sets it: a one-off command must not touch jobs that
     /// another process on the same data directory is running.
     pub resume_queued_jobs: bool,
+    /// Skips flushing blobs to disk, because they are transient copies of
+    /// the user's own files (`alchemist convert` removes them once the MP3 is
+    /// written).
+    pub transient_blobs: bool,
 }
 
 impl StackOptions {
@@ -83,6 +87,7 @@ impl StackOptions {
             jwt_secret,
             webhook_secret,
             resume_queued_jobs: false,
+            transient_blobs: false,
         })
     }
 }
@@ -123,7 +128,11 @@ impl Stack {
                 .await
                 .with_context(|| format!("cannot open the database {}", database.display()))?,
         );
-        let blobs: Arc<dyn BlobStore> = Arc::new(DirBlobStore::open(data_dir.join("blobs")).await?);
+        let mut dir_blobs = DirBlobStore::open(data_dir.join("blobs")).await?;
+        if options.transient_blobs {
+            dir_blobs = dir_blobs.without_flush();
+        }
+        let blobs: Arc<dyn BlobStore> = Arc::new(dir_blobs);
 
         let secrets = Stack::secrets(&options).await?;
         let keys = Arc::new(JwtKeys::new(

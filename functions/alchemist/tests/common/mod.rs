@@ -36,6 +36,7 @@ pub fn options(dir: &Path) -> StackOptions {
         jwt_secret: Some("an-end-to-end-test-secret-of-32-bytes-or-more".to_owned()),
         webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
         resume_queued_jobs: false,
+        transient_blobs: false,
     }
 }
 
