@@ -284,7 +284,7 @@ pub fn job_id_of(event: &cloudevents::Event) -> Option<Uuid> {
 
 async fn handle(state: &AppState, uploaded: VideoUploaded) -> Result<EventReply, Error> {
     let job_id = uploaded.job_id;
-    let lease_millis = i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX);
+    let lease_millis = alchemist_runtime::millis(state.config.lease);
     let attempt = match state.store.claim_job(job_id, lease_millis).await {
         Ok(Claim::Started { attempt }) => {
             info!(attempt, "conversion started");

@@ -23,7 +23,7 @@ use std::{future::Future, sync::LazyLock, time::Duration};
 
 use alchemist_runtime::{
     metrics::{OutcomeLabels, register_outcome_counter},
-    now_millis,
+    millis, now_millis,
     store::{QueuedWebhook, WebhookDelivery, WebhookState},
 };
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -307,10 +307,6 @@ async fn send(state: &AppState, webhook: &QueuedWebhook) -> WebhookDelivery {
         Err(err) => delivery.error = Some(format!("request failed: {err}")),
     }
     delivery
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

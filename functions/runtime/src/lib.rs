@@ -39,5 +39,11 @@ pub fn now_millis() -> i64 {
     let elapsed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+    millis(elapsed)
+}
+
+/// Converts `duration` to whole milliseconds, the unit of stored times,
+/// saturating at `i64::MAX`.
+pub fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

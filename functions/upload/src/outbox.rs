@@ -20,7 +20,7 @@ use alchemist_events::{
     catalogue::{VideoUploaded, build_event},
 };
 use alchemist_runtime::{
-    now_millis,
+    millis, now_millis,
     store::{Job, OutboxMessage, Store, fail_and_announce},
 };
 use cloudevents::Event;
@@ -98,8 +98,7 @@ pub async fn publish_message(
         }
         Err(err) => {
             let wait = backoff(message.attempts);
-            let next =
-                now_millis().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+            let next = now_millis().saturating_add(millis(wait));
             warn!(
                 event_id = %message.event_id,
                 job_id = %message.job_id,
@@ -133,8 +132,7 @@ pub async fn relay_once(
 ) -> Result<RelayReport, alchemist_runtime::Error> {
     let mut report = RelayReport::default();
 
-    let stale_before =
-        now_millis().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    let stale_before = now_millis().saturating_sub(millis(lease));
     for job in store.stale_jobs(stale_before, 100).await? {
         if job.attempts >= MAX_ATTEMPTS {
             let reason = alchemist_events::catalogue::FailureReason::Internal;
