@@ -692,33 +692,4 @@ impl Store for SqlStore {
             })
             .collect()
     }
-
-    async fn mark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<bool, Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO processed_events (consumer, source, event_id, processed_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(consumer)
-        .bind(source)
-        .bind(id)
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(err) if is_unique_violation(&err) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    async fn unmark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<(), Error> {
-        sqlx::query(
-            "DELETE FROM processed_events WHERE consumer = ? AND source = ? AND event_id = ?",
-        )
-        .bind(consumer)
-        .bind(source)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 }

@@ -375,12 +375,4 @@ pub trait Store: Send + Sync + 'static {
     async fn record_delivery(&self, job_id: Uuid, delivery: &WebhookDelivery) -> Result<(), Error>;
 
     async fn deliveries(&self, job_id: Uuid) -> Result<Vec<WebhookDelivery>, Error>;
-
-    /// Records that `consumer` handled the event `source`/`id`. Returns false
-    /// when it was recorded before, so the caller can skip a redelivery.
-    async fn mark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<bool, Error>;
-
-    /// Removes a processed-event record, so that a handler that failed after
-    /// marking can run again on redelivery.
-    async fn unmark_processed(&self, consumer: &str, source: &str, id: &str) -> Result<(), Error>;
 }

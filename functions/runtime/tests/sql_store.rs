@@ -195,31 +195,6 @@ async fn store_suite(store: &dyn Store) {
     assert_eq!(deliveries[1].outcome, "delivered");
     assert!(store.deliveries(second.id).await.unwrap().is_empty());
 
-    // Processed events: recorded once per consumer, removable for a retry.
-    assert!(
-        store
-            .mark_processed("notify", "/src", "id-1")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .mark_processed("notify", "/src", "id-1")
-            .await
-            .unwrap()
-    );
-    assert!(store.mark_processed("other", "/src", "id-1").await.unwrap());
-    store
-        .unmark_processed("notify", "/src", "id-1")
-        .await
-        .unwrap();
-    assert!(
-        store
-            .mark_processed("notify", "/src", "id-1")
-            .await
-            .unwrap()
-    );
-
     failure_with_event(store, &alice.id).await;
     webhook_queue(store, first.id).await;
 }
