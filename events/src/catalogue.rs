@@ -221,7 +221,8 @@ impl std::fmt::Display for FailureReason {
     }
 }
 
-/// The id of a job's outcome event, `audio.converted` or `conversion.failed`.
+/// Returns the id of a job's outcome event, `audio.converted` or
+/// `conversion.failed`.
 /// A job has one outcome, so every announcement of it, by any function and
 /// however often repeated, carries this id, and consumers drop the repeats.
 pub fn outcome_event_id(job_id: Uuid) -> String {

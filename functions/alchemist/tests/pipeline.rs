@@ -241,8 +241,8 @@ fn convert_cli(work: &std::path::Path, input: &std::path::Path, extra: &[&str]) 
     (output.status.code().unwrap(), stdout)
 }
 
-/// A second run into the same folder leaves the first MP3 alone unless told
-/// to replace it.
+/// A second run into the same folder leaves the first MP3 alone unless
+/// `--overwrite` is given.
 #[test]
 fn existing_mp3_is_kept_unless_overwrite_is_given() {
     let work = tempfile::tempdir().unwrap();

@@ -644,8 +644,8 @@ fn mp3_headers_match_ffprobe() {
     assert_eq!(alchemist_convert::mp3::inspect(&text).unwrap().frames, 0);
 }
 
-/// The `conversion.failed` event waiting in the outbox for `job_id`, which
-/// tells the owner about a failure that no reply announced.
+/// Returns the `conversion.failed` event waiting in the outbox for `job_id`,
+/// which notifies the owner of a failure that no reply announced.
 async fn announced_failure(fx: &Fixture, job_id: Uuid) -> ConversionFailed {
     let queued = fx.deps.store.due_outbox(100).await.unwrap();
     let message = queued

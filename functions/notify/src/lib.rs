@@ -10,9 +10,9 @@
 //! - [`queue`] stores each webhook before its first attempt and retries it
 //!   on its own schedule.
 //!
-//! An event is answered 202 once its webhook is queued: from then on the
-//! queue, not the broker, owns the delivery, so a receiver that is down for
-//! hours still gets the webhook. The event's id is the webhook's id, so a
+//! notify acknowledges an event with 202 once its webhook is queued. From then
+//! on the queue, not the broker, owns the delivery, so a receiver that is down
+//! for hours still gets the webhook. The event's id is the webhook's id, so a
 //! redelivered event queues nothing new.
 
 pub mod queue;

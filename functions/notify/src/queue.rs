@@ -13,11 +13,11 @@
 //!   so a webhook queued by a process that died is sent by the next one.
 //!
 //! A sender takes a webhook by moving its next attempt past the end of the
-//! request (a lease), so two processes never send it at the same time; a
+//! request (a lease), so two processes never send it at the same time. A
 //! sender that dies mid-request leaves a webhook that falls due again when
-//! the lease ends. Receivers may still see a webhook twice (the sender can
-//! die after the receiver answered) and drop repeats by `webhook-id`, as
-//! Standard Webhooks asks of them.
+//! the lease ends. Receivers may still get a webhook twice, because the sender
+//! can die after the receiver responded, and drop repeats by `webhook-id`, as
+//! Standard Webhooks expects of them.
 
 use std::{future::Future, sync::LazyLock, time::Duration};
 
@@ -79,15 +79,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after `failed` attempts have failed (counting from 1).
+    /// Returns the wait after `failed` failed attempts (counting from 1).
     pub fn delay_after(&self, failed: u32) -> Duration {
         let factor = 6u32.saturating_pow(failed.saturating_sub(1));
         self.first_delay.saturating_mul(factor).min(MAX_DELAY)
     }
 
-    /// How often [`run_retries`] looks for due webhooks: every fifth of the
-    /// first delay, so that the first retry comes close to its time, and at
-    /// least every five seconds.
+    /// Returns how often [`run_retries`] looks for due webhooks: every fifth
+    /// of the first delay, so that the first retry comes close to its time,
+    /// and at least every five seconds.
     pub fn poll_interval(&self) -> Duration {
         (self.first_delay / 5).clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
@@ -134,7 +134,7 @@ pub async fn attempt(
                 (WebhookState::Delivered, now_millis())
             }
             "refused" => {
-                // Retrying cannot change the guard's answer.
+                // Retrying cannot change the guard's decision.
                 warn!(
                     cause = delivery.error.as_deref().unwrap_or_default(),
                     "webhook target refused"
@@ -187,19 +187,20 @@ pub async fn attempt(
     .await
 }
 
-/// Makes one attempt at every webhook that is due. Returns how many were taken.
+/// Makes one attempt at every webhook that is due. Returns how many attempts
+/// were made.
 ///
 /// # Errors
 ///
 /// When the store fails.
 pub async fn retry_due(state: &AppState) -> Result<usize, alchemist_runtime::Error> {
-    let mut taken = 0;
+    let mut attempted = 0;
     for webhook in state.store.due_webhooks(BATCH).await? {
         if attempt(state, &webhook.webhook_id).await?.is_some() {
-            taken += 1;
+            attempted += 1;
         }
     }
-    Ok(taken)
+    Ok(attempted)
 }
 
 /// Sends due webhooks until `shutdown` completes.
@@ -220,7 +221,7 @@ pub async fn run_retries(state: AppState, shutdown: impl Future<Output = ()>) {
         }
         match retry_due(&state).await {
             Ok(0) => {}
-            Ok(taken) => info!(taken, "queued webhooks attempted"),
+            Ok(attempted) => info!(attempted, "queued webhooks attempted"),
             Err(err) => error!(cause = %err, "webhook retry pass failed"),
         }
     }

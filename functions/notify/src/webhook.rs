@@ -132,7 +132,7 @@ pub fn address_allowed(address: IpAddr, allow_private: bool) -> bool {
     }
 }
 
-/// Why a webhook target cannot be reached.
+/// Reason a webhook target cannot be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetError {
     /// The guard refuses the URL or every address of its host; trying again

@@ -215,7 +215,7 @@ impl Fixture {
         self.deps.store.deliveries(job.id).await.unwrap()
     }
 
-    /// The job's one queued webhook.
+    /// Returns the job's only queued webhook.
     async fn queued(&self, job: &Job) -> QueuedWebhook {
         let mut webhooks = self.deps.store.webhooks(job.id).await.unwrap();
         assert_eq!(webhooks.len(), 1, "{webhooks:?}");
@@ -355,7 +355,7 @@ async fn loopback_callback_is_refused() {
 }
 
 /// A receiver that fails gets the same webhook again on the queue's
-/// schedule, not before, until it answers 2xx; the broker is not involved.
+/// schedule, not before, until it returns 2xx; the broker is not involved.
 #[tokio::test]
 async fn receiver_error_is_retried_on_schedule() {
     let fixture = fixture(true).await;

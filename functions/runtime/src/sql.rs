@@ -167,7 +167,7 @@ fn insert_outbox(
         .bind(now)
 }
 
-/// The update that fails a job which has not ended.
+/// Builds the update that fails a job which has not ended.
 fn fail_job_query<'q>(
     id: Uuid,
     reason: &'q str,
@@ -592,7 +592,7 @@ impl Store for SqlStore {
         lease_until: i64,
     ) -> Result<Option<QueuedWebhook>, Error> {
         let now = now_millis();
-        let taken = sqlx::query(
+        let leased = sqlx::query(
             "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ? \
              WHERE webhook_id = ? AND state = 'pending' AND next_attempt_at <= ?",
         )
@@ -603,7 +603,7 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if taken != 1 {
+        if leased != 1 {
             return Ok(None);
         }
         let row = sqlx::query(&format!(

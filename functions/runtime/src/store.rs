@@ -117,7 +117,7 @@ impl OutboxMessage {
 }
 
 /// Fails a job that has not ended and, in the same transaction, queues the
-/// `conversion.failed` event that tells its owner, under the job's outcome
+/// `conversion.failed` event that notifies its owner, under the job's outcome
 /// id. Returns false, and queues nothing, when the job had already ended.
 ///
 /// # Errors
@@ -185,13 +185,13 @@ pub struct WebhookDelivery {
     pub attempted_at: i64,
 }
 
-/// Where a queued webhook stands.
+/// State of a queued webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookState {
     /// Waiting for its next attempt.
     Pending,
-    /// The receiver answered 2xx.
+    /// The receiver returned a 2xx status.
     Delivered,
     /// The URL did not pass the address guard; no attempt can change that.
     Refused,

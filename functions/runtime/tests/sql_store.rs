@@ -199,7 +199,8 @@ async fn store_suite(store: &dyn Store) {
     webhook_queue(store, first.id).await;
 }
 
-/// A failure and its announcing event are stored together, or not at all.
+/// Checks that a failure and its announcing event are stored together, or
+/// not at all.
 async fn failure_with_event(store: &dyn Store, owner_id: &str) {
     let job = store
         .create_job(new_job(owner_id, "broken.mp4"))

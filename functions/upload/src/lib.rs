@@ -193,7 +193,7 @@ pub async fn relay_pass(
     Ok(report)
 }
 
-/// Where upload publishes: `K_SINK` when it is set (Knative's SinkBinding
+/// Broker that upload publishes to: `K_SINK` when it is set (Knative's SinkBinding
 /// sets it), otherwise RabbitMQ at `AMQP_URL`.
 enum BrokerSettings {
     Sink(String),

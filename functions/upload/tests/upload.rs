@@ -82,7 +82,7 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    /// One pass of the outbox relay, with `lease` as the job lease.
+    /// Runs one pass of the outbox relay, with `lease` as the job lease.
     async fn relay(&self, lease: std::time::Duration) -> RelayReport {
         relay_once(self.deps.store.as_ref(), self.broker.as_ref(), lease)
             .await
@@ -422,7 +422,7 @@ async fn stale_converting_job_is_requeued() {
 /// A file that kills its worker every time is not retried forever: the job
 /// fails, and the failure is announced so that its owner hears of it.
 #[tokio::test]
-async fn job_whose_workers_always_die_fails_and_is_announced() {
+async fn relay_fails_job_killing_every_worker() {
     let fx = fixture().await;
     let token = fx.token("a@example.com", Role::User).await;
     let (_, answer) = fx
